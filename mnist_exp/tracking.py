@@ -1,0 +1,132 @@
+"""Everything MLflow: the store, the run's lifecycle, and what gets logged to it."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+from mlflow.entities import RunStatus
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mnist_exp.data import IMAGE_PIXELS, NUM_CLASSES
+
+
+def absolute_store_uri(uri: str) -> str:
+    """Turn a relative ``sqlite:///outputs/...`` URI into an absolute one (others unchanged)."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        return prefix + str(Path(uri[len(prefix) :]).resolve())
+    return uri
+
+
+def ui_command(uri: str) -> str:
+    """The shell command that opens this store in the MLflow UI on 127.0.0.1."""
+    uri = absolute_store_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+
+
+def open_experiment(tracking_cfg: DictConfig) -> str:
+    """Point MLflow at the configured store and return the experiment id, creating it once."""
+    uri = absolute_store_uri(tracking_cfg.uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = Path(tracking_cfg.artifact_location).resolve()
+    try:
+        return mlflow.create_experiment(tracking_cfg.experiment, artifacts.as_uri())
+    except mlflow.exceptions.MlflowException:
+        # Another job created it between our lookup and create: use theirs.
+        return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id
+
+
+@contextmanager
+def tracked_run(
+    experiment_id: str, run_name: str | None, tags: dict[str, str]
+) -> Iterator[mlflow.ActiveRun]:
+    """Start an MLflow run that always ends: FINISHED, FAILED (error tagged) or KILLED."""
+    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
+    """The config as dotted keys (``model.hidden_units``), lists kept as one value."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        full_key = f"{prefix}{key}"
+        if isinstance(value, DictConfig):
+            flat.update(flatten(value, prefix=f"{full_key}."))
+        else:
+            flat[full_key] = (
+                OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+            )
+    return flat
+
+
+def git_commit() -> str | None:
+    """The commit of the source checkout this package runs from, if it is one."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None
+
+
+def log_config(cfg: DictConfig, overrides: list[str], extra_params: dict[str, Any]) -> None:
+    """Log the flattened config as params, plus the resolved YAML and the overrides."""
+    mlflow.log_params({**flatten(cfg), **extra_params})
+    mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+    mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
+
+
+def log_epoch(metrics: dict[str, float], step: int) -> None:
+    """Log one epoch's metrics at ``step``."""
+    mlflow.log_metrics(metrics, step=step)
+
+
+def model_signature() -> ModelSignature:
+    """Input: float32 rows of 784 pixels in [0, 1]; output: 10 class probabilities."""
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_PIXELS))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
+    )
+
+
+def log_summary(model: keras.Model) -> None:
+    """Log the Keras model summary as ``model_summary.txt``."""
+    lines: list[str] = []
+    model.summary(print_fn=lambda line, **_: lines.append(line))
+    mlflow.log_text("\n".join(lines), "model_summary.txt")
+
+
+def log_model(model: keras.Model) -> None:
+    """Log the model in MLflow's Keras flavor with its signature (artifact ``model``)."""
+    mlflow.keras.log_model(model, name="model", signature=model_signature())

@@ -1,0 +1,71 @@
+"""Fit a compiled model on the splits and evaluate it on the test set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+from omegaconf import DictConfig
+
+from mnist_exp.data import Splits
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a fit produced: per-epoch history, test metrics and the sweep objective."""
+
+    history: dict[str, list[float]]
+    test_loss: float
+    test_accuracy: float
+    val_accuracy: float  # of the returned weights: the objective sweepers maximise
+    epochs_run: int
+
+
+class EpochMetricsCallback(keras.callbacks.Callback):
+    """Passes each epoch's Keras logs to ``log_metrics(metrics, step)``, step = epoch (from 1)."""
+
+    def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
+        super().__init__()
+        self.log_metrics = log_metrics
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Forward the finished epoch's metrics."""
+        self.log_metrics({name: float(value) for name, value in (logs or {}).items()}, epoch + 1)
+
+
+def fit_and_evaluate(
+    model: keras.Model,
+    splits: Splits,
+    train_cfg: DictConfig,
+    callbacks: list[keras.callbacks.Callback],
+) -> TrainResult:
+    """Train with the config's epochs/batch size (early stopping if on), then evaluate on test."""
+    callbacks = list(callbacks)
+    if train_cfg.early_stopping:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
+            )
+        )
+    history = model.fit(
+        splits.x_train,
+        splits.y_train,
+        validation_data=(splits.x_val, splits.y_val),
+        epochs=train_cfg.epochs,
+        batch_size=train_cfg.batch_size,
+        callbacks=callbacks,
+        verbose=train_cfg.verbose,
+    ).history
+    val_losses = history["val_loss"]
+    kept_epoch = val_losses.index(min(val_losses)) if train_cfg.early_stopping else -1
+    test_loss, test_accuracy = model.evaluate(
+        splits.x_test, splits.y_test, batch_size=max(train_cfg.batch_size, 1024), verbose=0
+    )
+    return TrainResult(
+        history=history,
+        test_loss=float(test_loss),
+        test_accuracy=float(test_accuracy),
+        val_accuracy=float(history["val_accuracy"][kept_epoch]),
+        epochs_run=len(val_losses),
+    )
