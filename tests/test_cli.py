@@ -1,0 +1,143 @@
+"""The real CLI in subprocesses: a run, a multirun, Ctrl-C, and an installed wheel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_npz):
+    done = run_cli(
+        [
+            f"data.path={mnist_npz}",
+            "train.epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = store.runs()
+    assert run.info.status == "FINISHED"
+    assert "17/17 - " in done.stdout and "val_accuracy: " in done.stdout  # Keras progress
+    assert f"test accuracy  {run.data.metrics['test_accuracy']:.4f}" in done.stdout
+    assert f"mlflow run     {run.info.run_id}" in done.stdout
+    assert f"mlflow ui --backend-store-uri {store.uri} --host 127.0.0.1" in done.stdout
+    overrides = store.client().download_artifacts(run.info.run_id, "overrides.yaml", str(tmp_path))
+    assert "train.epochs=1" in Path(overrides).read_text()
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+
+def test_multirun_gives_one_finished_run_per_job_with_identical_param_keys(
+    tmp_path, store, mnist_npz
+):
+    sweep_dir = tmp_path / "sweep"
+    done = run_cli(
+        [
+            "-m",
+            "model=mlp",
+            "model.dropout=0.2,0.5",
+            "train.epochs=1",
+            f"data.path={mnist_npz}",
+            f"hydra.sweep.dir={sweep_dir}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    runs = store.runs()
+    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
+    assert sorted(run.data.params["model.dropout"] for run in runs) == ["0.2", "0.5"]
+    assert set(runs[0].data.params) == set(runs[1].data.params)
+    assert {run.data.tags["sweep"] for run in runs} == {str(sweep_dir)}
+    assert sorted(run.data.tags["sweep.job_num"] for run in runs) == ["0", "1"]
+
+
+def test_ctrl_c_during_training_ends_the_run_killed(tmp_path, store, mnist_npz):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_exp.run",
+            f"data.path={mnist_npz}",
+            "train.epochs=1000",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("Epoch 2/"):  # training is under way, epoch 1 logged
+                process.send_signal(signal.SIGINT)
+                break
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    (run,) = store.runs()
+    assert run.info.status == "KILLED"
+    assert store.client().get_metric_history(run.info.run_id, "loss")[0].step == 1
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory) -> Path:
+    """The package built as a wheel and installed (no deps) into a folder of its own."""
+    wheel_dir = tmp_path_factory.mktemp("wheel")
+    target = tmp_path_factory.mktemp("site")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(REPO)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = wheel_dir.glob("*.whl")
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+def test_installed_wheel_finds_its_configs_from_any_directory(
+    tmp_path, installed_wheel, store, mnist_npz
+):
+    env = {"PYTHONPATH": str(installed_wheel)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import mnist_exp.conf as c; print(c.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=True,
+    )
+    assert where.stdout.startswith(str(installed_wheel)), "the test must exercise the wheel"
+    done = run_cli(
+        [
+            "model=mlp",
+            "optimizer=sgd",
+            f"data.path={mnist_npz}",
+            "train.epochs=1",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = store.runs()
+    assert (run.info.status, run.data.params["optimizer.name"]) == ("FINISHED", "sgd")
