@@ -1,0 +1,35 @@
+# mnist-exp: every target sets up its own virtualenv (.venv) on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+STORE ?= sqlite:///outputs/mlflow.db
+PORT ?= 5000
+
+.PHONY: install run test lint ui clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+	touch $@
+
+## make run ARGS="model=mlp train.epochs=3": one experiment (Hydra overrides in ARGS)
+run: install
+	$(BIN)/python -m mnist_exp.run $(ARGS)
+
+## make test: the whole test suite (offline, about 2 minutes on 2 cores)
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+
+## make ui: the MLflow UI on the project's store, bound to 127.0.0.1 only
+ui: install
+	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
