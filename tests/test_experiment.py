@@ -9,7 +9,9 @@ import pytest
 from mnist_exp import tracking
 from mnist_exp.data import load_splits
 from mnist_exp.experiment import JobInfo, run_experiment
+from mnist_exp.model import build_model, compile_model
 from mnist_exp.tracking import flatten
+from mnist_exp.train import fit_and_evaluate
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -81,3 +83,25 @@ def test_a_run_that_raises_never_stays_running(make_config, store, error, status
     assert recorded.info.status == status
     if status == "FAILED":
         assert recorded.data.tags["error"] == "RuntimeError: boom"
+
+
+def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):
+    cfg = make_config(
+        f"data.path={mnist_npz}",
+        "train.epochs=8",
+        "train.early_stopping=true",
+        "train.patience=1",
+        "optimizer.learning_rate=0.05",  # noisy enough to stop early
+        "train.verbose=0",
+    )
+    splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
+    model = build_model(cfg.model)
+    compile_model(model, cfg.optimizer)
+    result = fit_and_evaluate(model, splits, cfg.train, callbacks=[])
+    val_losses = result.history["val_loss"]
+    assert result.epochs_run == len(val_losses) < 8
+    best = val_losses.index(min(val_losses))
+    assert result.val_accuracy == result.history["val_accuracy"][best]
+    # The restored weights are the best epoch's: evaluating them gives its val loss.
+    restored_loss, _ = model.evaluate(splits.x_val, splits.y_val, verbose=0)
+    assert restored_loss == pytest.approx(min(val_losses), rel=1e-4)
