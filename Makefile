@@ -6,14 +6,14 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test lint ui clean
+.PHONY: install run test lint ui bench-sweep clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,sweep]"
 	touch $@
 
 ## make run ARGS="model=mlp train.epochs=3": one experiment (Hydra overrides in ARGS)
@@ -30,6 +30,10 @@ lint: install
 ## make ui: the MLflow UI on the project's store, bound to 127.0.0.1 only
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+
+## make bench-sweep: an 8-job sweep, sequential vs joblib (writes bench/results/sweep.json)
+bench-sweep: install
+	$(BIN)/python -m bench.sweep
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

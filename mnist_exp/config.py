@@ -127,6 +127,12 @@ class TrainConfig:
     verbose: int = _key(
         2, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch.", ge=0, le=2
     )
+    intra_op_threads: int = _key(
+        0, "TensorFlow threads per op; 0: auto (all cores, or cores / parallel jobs).", ge=0
+    )
+    inter_op_threads: int = _key(
+        0, "TensorFlow ops run at once; 0: auto (TensorFlow default, or 1 in parallel).", ge=0
+    )
 
 
 @dataclass

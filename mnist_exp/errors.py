@@ -1,10 +1,30 @@
-"""Turn Hydra's and OmegaConf's multi-line composition errors into one line for the user."""
+"""User-facing failures: one-line Hydra composition errors, and expected run failures."""
 
 from __future__ import annotations
+
+import sys
+from typing import NoReturn
 
 from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
+
+EXIT_RUN_FAILED = 1
+EXIT_BAD_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+
+def exit_with_error(message: str, code: int = EXIT_BAD_CONFIG) -> NoReturn:
+    """Print ``error: message`` as one line on stderr and exit with ``code``."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class ExperimentFailed(Exception):
+    """A run failed for a known reason (tagged ``failure_reason`` on the run); the CLI
+    reports it in one line instead of a traceback."""
+
+    reason = "exception"
 
 
 def describe_hydra_error(error: Exception) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import keras
@@ -10,7 +11,9 @@ from omegaconf import DictConfig
 
 from mnist_exp import tracking
 from mnist_exp.data import NUM_CLASSES, Splits
+from mnist_exp.leaderboard import OBJECTIVE
 from mnist_exp.model import build_model, compile_model, parameter_counts
+from mnist_exp.sweep import PARAM_COUNT_KEYS, find_parent_run
 from mnist_exp.train import EpochMetricsCallback, TrainResult, fit_and_evaluate
 
 
@@ -22,29 +25,62 @@ class JobInfo:
     sweep: str | None = None  # the sweep's folder, when this job is part of a multirun
     job_num: int | None = None
     output_dir: str | None = None
+    parallel_jobs: int = 1  # jobs running at once on this machine (joblib launcher)
 
 
 def run_experiment(cfg: DictConfig, splits: Splits, job: JobInfo) -> float:
     """Train and evaluate the configured model on ``splits``, record it in MLflow, and
     return the validation accuracy (the objective sweepers maximise)."""
-    keras.utils.set_random_seed(cfg.seed)
-    model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
-    compile_model(model, cfg.optimizer)
     experiment_id = tracking.open_experiment(cfg.tracking)
-    with tracking.tracked_run(experiment_id, cfg.tracking.run_name, _tags(splits, job)) as run:
+    parent_run_id = find_parent_run(experiment_id, job.sweep) if job.sweep else None
+    tags = _tags(splits, job)
+    with tracking.tracked_run(experiment_id, cfg.tracking.run_name, tags, parent_run_id) as run:
+        threads = configure_threads(cfg.train, job.parallel_jobs)
+        mlflow.set_tags({f"threads.{pool}": str(count) for pool, count in threads.items()})
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
+        compile_model(model, cfg.optimizer)
         counts = parameter_counts(model)
-        tracking.log_config(
-            cfg, job.overrides, {f"model.{name}": count for name, count in counts.items()}
-        )
+        tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
         tracking.log_summary(model)
         result = fit_and_evaluate(
             model, splits, cfg.train, [EpochMetricsCallback(tracking.log_epoch)]
         )
-        mlflow.log_metrics({"test_loss": result.test_loss, "test_accuracy": result.test_accuracy})
+        mlflow.log_metrics(
+            {
+                "test_loss": result.test_loss,
+                "test_accuracy": result.test_accuracy,
+                OBJECTIVE: result.val_accuracy,
+            }
+        )
         if cfg.tracking.log_model:
             tracking.log_model(model)
     print(_summary(result, run.info.run_id, cfg))
     return result.val_accuracy
+
+
+def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:
+    """Set TensorFlow's thread pools so that parallel jobs x threads ~ cores.
+
+    0 means automatic: TensorFlow's own default for a job alone; with N parallel jobs,
+    cores // N intra-op threads and 1 inter-op thread. A reused worker process keeps the
+    pools it started with (TensorFlow cannot change them once running).
+    """
+    import tensorflow as tf
+
+    cores = os.cpu_count() or 1
+    parallel = parallel_jobs > 1
+    intra = train_cfg.intra_op_threads or (max(1, cores // parallel_jobs) if parallel else 0)
+    inter = train_cfg.inter_op_threads or (1 if parallel else 0)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:
+        pass  # already initialised in this process
+    return {
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+    }
 
 
 def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:

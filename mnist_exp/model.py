@@ -48,7 +48,7 @@ def compile_model(model: keras.Model, optimizer_cfg: DictConfig) -> None:
     )
 
 
-def parameter_counts(model: keras.Model) -> dict[str, int]:
+def parameter_counts(model: keras.Model) -> tuple[int, int]:
     """Total and trainable parameter counts."""
     trainable = sum(int(weight.numpy().size) for weight in model.trainable_weights)
-    return {"total_params": int(model.count_params()), "trainable_params": trainable}
+    return int(model.count_params()), trainable

@@ -1,16 +1,15 @@
 """Command-line entry point: ``python -m mnist_exp.run [overrides]`` (``-m`` for sweeps).
 
 Thin on purpose: Hydra composes the config, :func:`mnist_exp.config.validate` checks it,
-and :func:`mnist_exp.experiment.run_experiment` does the work. TensorFlow and MLflow are
+:func:`mnist_exp.data.load_splits` loads the data and
+:func:`mnist_exp.experiment.run_experiment` does the work. TensorFlow and MLflow are
 imported only once a run really starts, so ``--help`` and ``--cfg job`` answer at once.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import sys
-from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,65 +18,90 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from mnist_exp import interrupts
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.data import load_splits
-from mnist_exp.errors import describe_hydra_error
-
-EXIT_BAD_CONFIG = 2
-EXIT_INTERRUPTED = 130
+from mnist_exp.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_RUN_FAILED,
+    ExperimentFailed,
+    describe_hydra_error,
+    exit_with_error,
+)
+from mnist_exp.sweep import end_open_sweeps
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_exp.conf", config_name="config")
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: validate the composed config, run it, return the objective.
 
-    A config or data error ends the process here with one line and exit code 2 (in a
-    sweep too: a bad value must not cost the jobs after it).
+    A config or data error ends the process with one line and exit code 2 (in a sweep
+    too: every job would hit it). A known failure (such as a diverged loss) ends a single
+    run with one line and exit code 1. In a sweep, any failure of a job is recorded on
+    its FAILED run and returned as NaN, which sweepers count as a failed trial.
     """
+    interrupts.install()  # again: a joblib worker process runs only this function
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _run(cfg)
+        return _run(cfg, hydra_cfg, in_sweep)
     except ConfigError as error:
-        _fail(str(error))
+        exit_with_error(str(error))
+    except Exception as error:
+        if not in_sweep and not isinstance(error, ExperimentFailed):
+            raise  # a bug: show the whole traceback
+        where = f"sweep job {hydra_cfg.job.num}" if in_sweep else "the run"
+        message = f"{where} failed ({_reason(error)}): {error}"
+        if not in_sweep:
+            exit_with_error(message, EXIT_RUN_FAILED)
+        print(f"error: {message}", file=sys.stderr)
+        return float("nan")
 
 
-def _run(cfg: DictConfig) -> float:
+def _reason(error: Exception) -> str:
+    return getattr(error, "reason", type(error).__name__)
+
+
+def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
     typed = validate(cfg)
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
     # TensorFlow and MLflow load only now that config and data are known to be good.
     from mnist_exp.experiment import JobInfo, run_experiment
 
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     job = JobInfo(
         overrides=list(hydra_cfg.overrides.task),
-        sweep=hydra_cfg.sweep.dir if multirun else None,
-        job_num=hydra_cfg.job.num if multirun else None,
+        sweep=hydra_cfg.sweep.dir if in_sweep else None,
+        job_num=hydra_cfg.job.num if in_sweep else None,
         output_dir=hydra_cfg.runtime.output_dir,
+        parallel_jobs=_parallel_jobs(hydra_cfg) if in_sweep else 1,
     )
     return run_experiment(typed, splits, job)
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
+def _parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many jobs the launcher runs at once (joblib's n_jobs; -1 means one per core)."""
+    n_jobs = hydra_cfg.launcher.get("n_jobs") or 1
+    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
 
 
 def main() -> None:
     """Run the CLI, turning config mistakes into one-line errors with exit code 2."""
     # Let Hydra's errors reach us instead of being printed as multi-line reports.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.install()
+    sweep_status = "FAILED"
     try:
         task()
     except (HydraException, OmegaConfBaseException) as error:
-        _fail(describe_hydra_error(error))
+        exit_with_error(describe_hydra_error(error))
+    except ConfigError as error:
+        exit_with_error(str(error))
     except KeyboardInterrupt:
+        sweep_status = "KILLED"
         print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-
-
-def _fail(message: str) -> NoReturn:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(EXIT_BAD_CONFIG)
+    finally:
+        end_open_sweeps(sweep_status)  # a sweep that ended normally has closed itself
 
 
 if __name__ == "__main__":

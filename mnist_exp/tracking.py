@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import mlflow
 import numpy as np
 from mlflow.entities import RunStatus
@@ -17,6 +17,10 @@ from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.data import IMAGE_PIXELS, NUM_CLASSES
+from mnist_exp.interrupts import deferred
+
+if TYPE_CHECKING:
+    import keras
 
 
 def absolute_store_uri(uri: str) -> str:
@@ -54,20 +58,34 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
 
 @contextmanager
 def tracked_run(
-    experiment_id: str, run_name: str | None, tags: dict[str, str]
+    experiment_id: str,
+    run_name: str | None,
+    tags: dict[str, str],
+    parent_run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start an MLflow run that always ends: FINISHED, FAILED (error tagged) or KILLED."""
-    run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags)
+    with deferred():
+        run = mlflow.start_run(
+            experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id
+        )
     try:
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        with deferred():
+            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:
-        mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        with deferred():
+            mlflow.set_tags(
+                {
+                    "error": f"{type(error).__name__}: {error}"[:5000],
+                    "failure_reason": getattr(error, "reason", "exception"),
+                }
+            )
+            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
-    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    with deferred():
+        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
 def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
@@ -108,8 +126,9 @@ def log_config(cfg: DictConfig, overrides: list[str], extra_params: dict[str, An
 
 
 def log_epoch(metrics: dict[str, float], step: int) -> None:
-    """Log one epoch's metrics at ``step``."""
-    mlflow.log_metrics(metrics, step=step)
+    """Log one epoch's metrics at ``step`` (never cut short by Ctrl-C)."""
+    with deferred():
+        mlflow.log_metrics(metrics, step=step)
 
 
 def model_signature() -> ModelSignature:
@@ -127,6 +146,24 @@ def log_summary(model: keras.Model) -> None:
     mlflow.log_text("\n".join(lines), "model_summary.txt")
 
 
+def model_requirements() -> list[str]:
+    """Pinned pip requirements of a logged model: what loading it needs.
+
+    Stated instead of letting MLflow infer them, which costs about 5 s per model.
+    """
+    pinned = []
+    for names in (("keras",), ("tensorflow-cpu", "tensorflow"), ("numpy",)):
+        for name in names:
+            try:
+                pinned.append(f"{name}=={metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return pinned
+
+
 def log_model(model: keras.Model) -> None:
     """Log the model in MLflow's Keras flavor with its signature (artifact ``model``)."""
-    mlflow.keras.log_model(model, name="model", signature=model_signature())
+    mlflow.keras.log_model(
+        model, name="model", signature=model_signature(), pip_requirements=model_requirements()
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import keras
 from omegaconf import DictConfig
 
 from mnist_exp.data import Splits
+from mnist_exp.errors import ExperimentFailed
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,25 @@ class TrainResult:
     test_accuracy: float
     val_accuracy: float  # of the returned weights: the objective sweepers maximise
     epochs_run: int
+
+
+class TrainingDiverged(ExperimentFailed):
+    """The loss became NaN or infinite: training cannot recover, so it stops."""
+
+    reason = "nan_loss"
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Raises :class:`TrainingDiverged` at the end of an epoch whose loss is not finite.
+
+    Checked per epoch rather than per batch, so that no batch waits on a host sync.
+    """
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Stop training if this epoch's loss is NaN or infinite."""
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} in epoch {epoch + 1}")
 
 
 class EpochMetricsCallback(keras.callbacks.Callback):
@@ -40,8 +61,11 @@ def fit_and_evaluate(
     train_cfg: DictConfig,
     callbacks: list[keras.callbacks.Callback],
 ) -> TrainResult:
-    """Train with the config's epochs/batch size (early stopping if on), then evaluate on test."""
-    callbacks = list(callbacks)
+    """Train with the config's epochs/batch size (early stopping if on), then evaluate on test.
+
+    Raises :class:`TrainingDiverged` if the loss stops being finite.
+    """
+    callbacks = [*callbacks, StopOnDivergence()]
     if train_cfg.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -93,3 +94,29 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def interrupt_during_training(args: list[str], cwd: Path) -> tuple[int, str]:
+    """Start the CLI, press Ctrl-C once epoch 1 is logged, return (exit code, stderr).
+
+    Like Ctrl-C in a terminal, SIGINT goes to the whole process group (launcher and any
+    worker processes).
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args, "train.epochs=1000"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        start_new_session=True,
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("Epoch 2/"):  # training is under way, epoch 1 logged
+                os.killpg(process.pid, signal.SIGINT)
+                break
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    return process.returncode, stderr

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import interrupt_during_training, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,57 +35,12 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
 
-def test_multirun_gives_one_finished_run_per_job_with_identical_param_keys(
-    tmp_path, store, mnist_npz
-):
-    sweep_dir = tmp_path / "sweep"
-    done = run_cli(
-        [
-            "-m",
-            "model=mlp",
-            "model.dropout=0.2,0.5",
-            "train.epochs=1",
-            f"data.path={mnist_npz}",
-            f"hydra.sweep.dir={sweep_dir}",
-            *store.overrides,
-        ],
-        cwd=tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    runs = store.runs()
-    assert [run.info.status for run in runs] == ["FINISHED", "FINISHED"]
-    assert sorted(run.data.params["model.dropout"] for run in runs) == ["0.2", "0.5"]
-    assert set(runs[0].data.params) == set(runs[1].data.params)
-    assert {run.data.tags["sweep"] for run in runs} == {str(sweep_dir)}
-    assert sorted(run.data.tags["sweep.job_num"] for run in runs) == ["0", "1"]
-
-
 def test_ctrl_c_during_training_ends_the_run_killed(tmp_path, store, mnist_npz):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mnist_exp.run",
-            f"data.path={mnist_npz}",
-            "train.epochs=1000",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            *store.overrides,
-        ],
+    code, stderr = interrupt_during_training(
+        [f"data.path={mnist_npz}", f"hydra.run.dir={tmp_path / 'run'}", *store.overrides],
         cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    try:
-        for line in process.stdout:
-            if line.startswith("Epoch 2/"):  # training is under way, epoch 1 logged
-                process.send_signal(signal.SIGINT)
-                break
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 130, stderr
+    assert code == 130, stderr
     assert "Traceback" not in stderr
     (run,) = store.runs()
     assert run.info.status == "KILLED"

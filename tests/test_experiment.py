@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import mlflow
 import numpy as np
 import pytest
@@ -95,6 +96,7 @@ def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):
         "train.verbose=0",
     )
     splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
+    keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model)
     compile_model(model, cfg.optimizer)
     result = fit_and_evaluate(model, splits, cfg.train, callbacks=[])

@@ -1,0 +1,46 @@
+"""Ctrl-C and SIGTERM as ``KeyboardInterrupt``, held back while an MLflow write is in flight.
+
+An interrupt that lands inside a database write can leave the SQLite store mid-transaction
+and the run's final status unwritable. :func:`install` routes SIGINT and SIGTERM through
+one handler; inside :func:`deferred` the signal is only noted, and raised as soon as the
+write is done (a few milliseconds later).
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_depth = 0
+_pending: int | None = None
+
+
+def install() -> None:
+    """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` (main thread only; idempotent)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _handler)
+        signal.signal(signal.SIGTERM, _handler)
+
+
+def _handler(signum: int, frame: object) -> None:
+    global _pending
+    if _depth:
+        _pending = signum
+        return
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """Hold interrupts until the block ends, then raise the one that arrived, if any."""
+    global _depth, _pending
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if not _depth and _pending is not None:
+            signum, _pending = _pending, None
+            raise KeyboardInterrupt(f"signal {signum}")

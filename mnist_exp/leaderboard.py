@@ -1,0 +1,179 @@
+"""A sweep's results as tables and a plot: ranked runs, failures, and seed-averaged configs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+OBJECTIVE = "final_val_accuracy"  # the metric sweeps rank by (never test accuracy)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One child run of a sweep, reduced to what the leaderboard shows."""
+
+    run_id: str
+    status: str
+    params: dict[str, str]
+    val_accuracy: float | None
+    test_accuracy: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    """Finished runs ranked by validation accuracy, the failed ones, and the swept keys."""
+
+    ranked: list[JobResult]
+    failed: list[JobResult]
+    swept: list[str]
+
+    @property
+    def best(self) -> JobResult | None:
+        """The run with the highest validation accuracy, if any finished."""
+        return self.ranked[0] if self.ranked else None
+
+    @classmethod
+    def from_results(cls, results: list[JobResult]) -> Leaderboard:
+        """Rank finished runs (best validation accuracy first); keys that vary are 'swept'."""
+        finished = [r for r in results if r.status == "FINISHED" and r.val_accuracy is not None]
+        ranked = sorted(finished, key=lambda r: -r.val_accuracy)
+        failed = [r for r in results if r not in finished]
+        keys = sorted({key for r in results for key in r.params})
+        swept = [k for k in keys if len({r.params.get(k) for r in results}) > 1]
+        return cls(ranked=ranked, failed=failed, swept=swept)
+
+    def rows(self) -> list[dict[str, str]]:
+        """One row per run (ranked, then failed), as strings, for every table format."""
+        rows = []
+        for rank, result in enumerate(self.ranked, start=1):
+            rows.append(self._row(result, str(rank), "*" if rank == 1 else ""))
+        rows.extend(self._row(result, "-", result.status) for result in self.failed)
+        return rows
+
+    def _row(self, result: JobResult, rank: str, mark: str) -> dict[str, str]:
+        return {
+            "rank": rank,
+            "best": mark,
+            **{key: _short(result.params.get(key, "")) for key in self.swept},
+            "val_accuracy": _fmt(result.val_accuracy),
+            "test_accuracy": _fmt(result.test_accuracy),
+            "run_id": result.run_id,
+            "error": result.error or "",
+        }
+
+    def seed_groups(self) -> list[dict[str, str]]:
+        """Per config (swept keys other than ``seed``) over its seeds: mean ± std accuracy."""
+        if "seed" not in self.swept:
+            return []
+        config_keys = [key for key in self.swept if key != "seed"]
+        groups: dict[tuple, list[JobResult]] = {}
+        for result in self.ranked:
+            groups.setdefault(tuple(result.params.get(k) for k in config_keys), []).append(result)
+        rows = []
+        for values, members in groups.items():
+            test = [m.test_accuracy for m in members]
+            val = [m.val_accuracy for m in members]
+            rows.append(
+                {
+                    **{
+                        key: _short(value or "")
+                        for key, value in zip(config_keys, values, strict=True)
+                    },
+                    "seeds": str(len(members)),
+                    "val_accuracy": _mean_std(val),
+                    "test_accuracy": _mean_std(test),
+                }
+            )
+        return sorted(rows, key=lambda row: row["val_accuracy"], reverse=True)
+
+
+def _short(param: str) -> str:
+    """A param value for a table: long floats cut to 4 significant digits."""
+    try:
+        number = float(param)
+    except ValueError:
+        return param
+    return param if number.is_integer() else f"{number:.4g}"
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.4f} ± {spread:.4f}"
+
+
+def text_table(rows: list[dict[str, str]]) -> str:
+    """Rows as an aligned plain-text table for the terminal."""
+    if not rows:
+        return "(no runs)"
+    columns = [c for c in rows[0] if any(row[c] for row in rows)]
+    widths = {c: max(len(c), *(len(row[c]) for row in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in columns) for row in rows]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """Rows as a Markdown table."""
+    if not rows:
+        return "(no runs)\n"
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row[c].replace("|", "\\|") for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(rows: list[dict[str, str]]) -> str:
+    """Rows as CSV text."""
+    buffer = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def plot_objective(board: Leaderboard, path: Path) -> Path | None:
+    """Validation accuracy against each swept key, one panel per key; None if nothing swept."""
+    if not board.swept or not board.ranked:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(
+        1, len(board.swept), figsize=(4 * len(board.swept), 3.4), squeeze=False
+    )
+    for axis, key in zip(axes[0], board.swept, strict=True):
+        values = [r.params.get(key, "") for r in board.ranked]
+        scores = [r.val_accuracy for r in board.ranked]
+        try:
+            positions = [float(v) for v in values]
+            numeric = True
+        except ValueError:
+            categories = sorted(set(values))
+            positions = [categories.index(v) for v in values]
+            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+            numeric = False
+        axis.scatter(positions, scores, color="tab:blue")
+        axis.scatter(positions[:1], scores[:1], color="tab:red", label="best", zorder=3)
+        if numeric and min(positions) > 0 and max(positions) / min(positions) >= 10:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel("validation accuracy")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(loc="best")
+    figure.suptitle("Sweep objective by swept parameter")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

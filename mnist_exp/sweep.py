@@ -1,0 +1,213 @@
+"""A sweep as one MLflow group: a parent run per multirun, its leaderboard, its best child.
+
+:class:`SweepCallback` is a Hydra callback (see ``hydra.callbacks`` in ``conf/config.yaml``).
+In the launching process, before any job starts, it validates every job of a grid sweep,
+creates the experiment (so parallel jobs never race to create the SQLite store) and the
+parent run. Each job finds its parent by the sweep's folder and logs as a child. When the
+sweep ends, the callback ranks the children, prints the leaderboard, logs it to the parent
+and tags the best child. MLflow is imported only when a sweep really runs.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.config import ConfigError, validate
+from mnist_exp.errors import exit_with_error
+from mnist_exp.leaderboard import (
+    OBJECTIVE,
+    JobResult,
+    Leaderboard,
+    csv_table,
+    markdown_table,
+    plot_objective,
+    text_table,
+)
+
+# Params logged beside the config, derived from it (see experiment.run_experiment).
+PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+PARENT_TAG = "sweep.role"
+
+# Parent runs this process opened and has not closed yet: run_id -> tracking URI.
+_open_parents: dict[str, str] = {}
+
+
+class SweepCallback(Callback):
+    """Hydra callback that groups a multirun's jobs under one MLflow parent run."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Validate all grid jobs, create the experiment and the parent run.
+
+        A config error ends the process here (Hydra would only warn about an exception
+        raised by a callback and start the jobs anyway).
+        """
+        try:
+            _validate_grid(config)
+            typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        except ConfigError as error:
+            exit_with_error(str(error))
+        from mnist_exp import tracking
+
+        experiment_id = tracking.open_experiment(typed.tracking)
+        uri = tracking.absolute_store_uri(typed.tracking.uri)
+        client = _client(uri)
+        sweep_dir = str(config.hydra.sweep.dir)
+        parent = client.create_run(
+            experiment_id,
+            run_name=f"sweep {Path(sweep_dir).name}",
+            tags={
+                PARENT_TAG: "parent",
+                "sweep": sweep_dir,
+                "sweep.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+            },
+        )
+        _open_parents[parent.info.run_id] = uri
+        sweep_spec = {
+            "overrides": list(config.hydra.overrides.task),
+            "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
+            "launcher": OmegaConf.to_container(config.hydra.launcher, resolve=False),
+        }
+        client.log_text(parent.info.run_id, OmegaConf.to_yaml(sweep_spec), "sweep.yaml")
+        client.log_text(parent.info.run_id, OmegaConf.to_yaml(typed), "config.yaml")
+        print(f"sweep: MLflow parent run {parent.info.run_id} for {sweep_dir}", file=sys.stderr)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Rank the children, log and print the leaderboard, tag the best child, close up."""
+        for parent_id, uri in list(_open_parents.items()):
+            client = _client(uri)
+            board = _leaderboard(client, parent_id)
+            _publish(client, parent_id, board)
+            print(_terminal_summary(board, parent_id, config))
+        end_open_sweeps("FINISHED")
+
+
+def find_parent_run(experiment_id: str, sweep_dir: str) -> str | None:
+    """The open parent run of the sweep writing to ``sweep_dir``, if there is one."""
+    quoted = sweep_dir.replace("'", "\\'")
+    runs = _client().search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.`{PARENT_TAG}` = 'parent' and tags.sweep = '{quoted}' "
+            "and attributes.status = 'RUNNING'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def end_open_sweeps(status: str) -> None:
+    """End every parent run this process left open with ``status``; a child still marked
+    RUNNING (its worker was killed) is ended KILLED, since its sweep is over."""
+    for parent_id, uri in list(_open_parents.items()):
+        client = _client(uri)
+        for child in _children(client, parent_id):
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(parent_id, status)
+        del _open_parents[parent_id]
+
+
+def _client(uri: str | None = None):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _children(client, parent_id: str) -> list:
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+        order_by=["attributes.start_time ASC"],
+        max_results=10_000,
+    )
+
+
+def _is_swept_candidate(param: str) -> bool:
+    """Config keys a sweep can vary (not where results are stored, not derived counts)."""
+    return not param.startswith("tracking.") and param not in PARAM_COUNT_KEYS
+
+
+def _leaderboard(client, parent_id: str) -> Leaderboard:
+    results = [
+        JobResult(
+            run_id=run.info.run_id,
+            status=run.info.status,
+            params={k: v for k, v in run.data.params.items() if _is_swept_candidate(k)},
+            val_accuracy=run.data.metrics.get(OBJECTIVE),
+            test_accuracy=run.data.metrics.get("test_accuracy"),
+            error=run.data.tags.get("error"),
+        )
+        for run in _children(client, parent_id)
+    ]
+    return Leaderboard.from_results(results)
+
+
+def _publish(client, parent_id: str, board: Leaderboard) -> None:
+    rows = board.rows()
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder)
+        (out / "leaderboard.csv").write_text(csv_table(rows))
+        markdown = markdown_table(rows)
+        if board.seed_groups():
+            markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(board.seed_groups())
+        (out / "leaderboard.md").write_text(markdown)
+        plot_objective(board, out / "objective_vs_params.png")
+        client.log_artifacts(parent_id, folder)
+    client.log_metric(parent_id, "finished_runs", len(board.ranked))
+    client.log_metric(parent_id, "failed_runs", len(board.failed))
+    if board.best is not None:
+        client.set_tag(board.best.run_id, "sweep.best", "true")
+        client.set_tag(parent_id, "best_run_id", board.best.run_id)
+        client.log_metric(parent_id, f"best_{OBJECTIVE}", board.best.val_accuracy)
+        if board.best.test_accuracy is not None:
+            client.log_metric(parent_id, "best_test_accuracy", board.best.test_accuracy)
+
+
+def _terminal_summary(board: Leaderboard, parent_id: str, config: DictConfig) -> str:
+    from mnist_exp.tracking import ui_command
+
+    lines = [
+        "",
+        f"Sweep {config.hydra.sweep.dir}: {len(board.ranked)} finished, "
+        f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
+        text_table(board.rows()),
+    ]
+    if board.seed_groups():
+        lines += ["", "Mean ± std over seeds:", text_table(board.seed_groups())]
+    if board.best is not None:
+        lines.append(f"\nbest run     {board.best.run_id} (tagged sweep.best=true)")
+    lines += [
+        f"parent run   {parent_id} (leaderboard.csv, leaderboard.md, objective_vs_params.png)",
+        f"open the UI  {ui_command(config.tracking.uri)}",
+    ]
+    return "\n".join(lines)
+
+
+def _validate_grid(config: DictConfig) -> None:
+    """Compose and validate every job of a basic (grid) sweep before any of them runs."""
+    if config.hydra.sweeper._target_ != BASIC_SWEEPER:
+        return
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
+        for job_overrides in batch:
+            job_config = compose(config.hydra.job.config_name, overrides=list(job_overrides))
+            try:
+                validate(job_config)
+            except ConfigError as error:
+                raise ConfigError(f"{error} (in sweep job {' '.join(job_overrides)})") from None

@@ -1,0 +1,193 @@
+"""Sweeps in subprocesses: grid, seeds, Optuna and joblib, each one parent run in MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+
+import pytest
+import yaml
+from conftest import interrupt_during_training, run_cli
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def sweep(tmp_path, store, mnist_npz):
+    """Run ``python -m mnist_exp.run -m ARGS`` on tiny data into ``store``; return a helper."""
+
+    def _sweep(*args: str, sweep_dir: str = "sweep") -> subprocess.CompletedProcess:
+        return run_cli(
+            [
+                "-m",
+                *args,
+                "train.epochs=1",
+                "train.verbose=0",
+                f"data.path={mnist_npz}",
+                f"hydra.sweep.dir={tmp_path / sweep_dir}",
+                *store.overrides,
+            ],
+            cwd=tmp_path,
+        )
+
+    return _sweep
+
+
+def tree(store):
+    """The store's runs as (parents, {parent_id: [children]})."""
+    runs = store.runs()
+    parents = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    children = {
+        p.info.run_id: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
+        for p in parents
+    }
+    return parents, children
+
+
+def artifact_text(store, run_id: str, path: str, tmp_path) -> str:
+    local = store.client().download_artifacts(run_id, path, str(tmp_path))
+    with open(local, "rb") as handle:
+        return handle.read().decode("utf-8", errors="replace")
+
+
+def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
+    done = sweep("model.dropout=0.2,0.5")
+    assert done.returncode == 0, done.stderr
+    (parent,), children = tree(store)
+    kids = children[parent.info.run_id]
+    assert parent.info.status == "FINISHED"
+    assert [kid.info.status for kid in kids] == ["FINISHED", "FINISHED"]
+    assert set(kids[0].data.params) == set(kids[1].data.params)
+    assert sorted(kid.data.params["model.dropout"] for kid in kids) == ["0.2", "0.5"]
+
+    best = max(kids, key=lambda kid: kid.data.metrics["final_val_accuracy"])
+    assert [kid.data.tags.get("sweep.best") for kid in kids if kid is not best] == [None]
+    assert best.data.tags["sweep.best"] == "true"
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+
+    artifacts = {a.path for a in store.client().list_artifacts(parent.info.run_id)}
+    assert {
+        "leaderboard.csv",
+        "leaderboard.md",
+        "objective_vs_params.png",
+        "sweep.yaml",
+    } <= artifacts
+    rows = list(
+        csv.DictReader(
+            io.StringIO(artifact_text(store, parent.info.run_id, "leaderboard.csv", tmp_path))
+        )
+    )
+    assert next(row["run_id"] for row in rows) == best.info.run_id
+    assert [row["best"] for row in rows] == ["*", ""]
+    assert {row["model.dropout"] for row in rows} == {"0.2", "0.5"}
+    png = store.client().download_artifacts(
+        parent.info.run_id, "objective_vs_params.png", str(tmp_path)
+    )
+    with open(png, "rb") as handle:
+        assert handle.read(8) == PNG_MAGIC
+    # The terminal shows the same leaderboard.
+    assert f"best run     {best.info.run_id}" in done.stdout
+    assert "model.dropout" in done.stdout and "val_accuracy" in done.stdout
+
+    # Re-running into the same sweep folder makes a new parent; the old one keeps its children.
+    again = sweep("model.dropout=0.3")
+    assert again.returncode == 0, again.stderr
+    _parents, children = tree(store)
+    assert sorted(len(kids) for kids in children.values()) == [1, 2]
+
+
+def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):
+    done = sweep("+sweep=seeds", "hydra.sweeper.params.seed='1,2'")
+    assert done.returncode == 0, done.stderr
+    assert "Mean ± std over seeds:" in done.stdout
+    (parent,), children = tree(store)
+    assert sorted(kid.data.params["seed"] for kid in children[parent.info.run_id]) == ["1", "2"]
+    markdown = artifact_text(store, parent.info.run_id, "leaderboard.md", tmp_path)
+    assert "## Mean ± std over seeds" in markdown and "| 2 |" in markdown
+
+
+def test_optuna_search_maximises_validation_accuracy(tmp_path, store, sweep):
+    done = sweep("+sweep=optuna_mlp", "hydra.sweeper.n_trials=3")
+    assert done.returncode == 0, done.stderr
+    (parent,), children = tree(store)
+    kids = children[parent.info.run_id]
+    assert len(kids) == 3 and all(kid.info.status == "FINISHED" for kid in kids)
+    assert {kid.data.params["model.name"] for kid in kids} == {"mlp"}
+    scores = [kid.data.metrics["final_val_accuracy"] for kid in kids]
+    # Optuna's own verdict must be the highest validation accuracy (a misplaced
+    # `direction` would silently pick the lowest).
+    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert results["best_value"] == pytest.approx(max(scores))
+    assert max(scores) > min(scores) or len(set(scores)) == 1
+
+
+def test_diverging_job_fails_alone_and_is_listed(tmp_path, store, sweep):
+    done = sweep("optimizer=sgd", "optimizer.learning_rate=0.01,1e6")
+    assert done.returncode == 0, done.stderr
+    (parent,), children = tree(store)
+    by_rate = {
+        kid.data.params["optimizer.learning_rate"]: kid for kid in children[parent.info.run_id]
+    }
+    assert by_rate["0.01"].info.status == "FINISHED"
+    failed = by_rate["1000000.0"]
+    assert failed.info.status == "FAILED"
+    assert failed.data.tags["failure_reason"] == "nan_loss"
+    assert "1 finished, 1 failed" in done.stdout
+    assert failed.info.run_id in done.stdout
+    assert parent.data.tags["best_run_id"] == by_rate["0.01"].info.run_id
+
+
+def test_bad_value_anywhere_in_a_grid_stops_the_sweep_before_any_job(tmp_path, store, sweep):
+    done = sweep("model.dropout=0.2,1.5")
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip().splitlines()[-1].startswith("error: model.dropout=1.5 is not allowed")
+    )
+    assert store.runs() == []
+
+
+@pytest.mark.parametrize("n_jobs", [2, 4])
+def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, sweep, n_jobs):
+    done = sweep(
+        "model.dropout=0.1,0.2,0.3,0.4", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"
+    )
+    assert done.returncode == 0, done.stderr
+    (parent,), children = tree(store)
+    kids = children[parent.info.run_id]
+    assert sorted(kid.info.status for kid in kids) == ["FINISHED"] * 4
+    client = store.client()
+    for kid in kids:
+        assert {
+            "loss",
+            "accuracy",
+            "val_loss",
+            "val_accuracy",
+            "test_accuracy",
+            "final_val_accuracy",
+        } <= set(kid.data.metrics)
+        assert len(client.get_metric_history(kid.info.run_id, "val_loss")) == 1
+        # jobs x threads ~ cores: each job gets cores // n_jobs intra-op threads.
+        assert kid.data.tags["threads.intra_op"] == str(max(1, (os.cpu_count() or 1) // n_jobs))
+        assert kid.data.tags["threads.inter_op"] == "1"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_ctrl_c_during_a_sweep_leaves_no_run_running(tmp_path, store, mnist_npz, launcher):
+    code, stderr = interrupt_during_training(
+        [
+            "-m",
+            "model.dropout=0.2,0.5",
+            f"hydra/launcher={launcher}",
+            f"data.path={mnist_npz}",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+    )
+    assert code == 130, stderr
+    assert "RUNNING" not in {run.info.status for run in store.runs()}
+    (parent,), children = tree(store)
+    assert parent.info.status == "KILLED"
+    assert {kid.info.status for kid in children[parent.info.run_id]} == {"KILLED"}
