@@ -1,0 +1,1 @@
+"""Benchmarks: each module times real runs of this project in one sitting and reports ratios."""
