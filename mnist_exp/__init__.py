@@ -2,5 +2,7 @@
 
 import os
 
-# Quiet TensorFlow's C++ start-up chatter; must be set before TensorFlow is imported.
+# Quiet TensorFlow's C++ start-up chatter (must be set before TensorFlow is imported) and
+# MLflow's download progress bars, which would bury this tool's one-line messages.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

@@ -146,6 +146,10 @@ class TrackingConfig:
     experiment: str = _key("mnist", "MLflow experiment name.")
     run_name: str | None = _key(None, "MLflow run name (null: generated).")
     log_model: bool = _key(True, "Log the trained model in MLflow's Keras flavor.")
+    register_as: str | None = _key(
+        None,
+        "Register the model in the Model Registry under this name (a sweep registers its best).",
+    )
 
 
 @dataclass
@@ -160,26 +164,41 @@ class ExperimentConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
-def validate(cfg: DictConfig) -> DictConfig:
-    """Check a composed config against the schema and return a typed, resolved copy.
+@dataclass
+class EvaluateConfig:
+    """``conf/evaluate.yaml``: re-evaluate a logged model on a test set."""
+
+    run_id: str | None = _key(None, "Evaluate the model logged by this training run.")
+    model_uri: str | None = _key(
+        None, "Or any MLflow model URI: runs:/<id>/model, models:/<name>/<version>, a path."
+    )
+    seed: int = _key(42, "Seed of the offline subset's test split.", ge=0)
+    log: bool = _key(True, "Record the evaluation as an MLflow run (with the report).")
+    data: DataConfig = field(default_factory=DataConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def validate(cfg: DictConfig, root: type = ExperimentConfig) -> DictConfig:
+    """Check a composed config against the schema ``root`` and return a typed, resolved copy.
 
     Raises :class:`ConfigError` with a one-line message naming the offending key.
     """
-    optimizer_name = OmegaConf.select(cfg, "optimizer.name")
-    if optimizer_name not in OPTIMIZERS:
-        raise ConfigError(
-            f"optimizer.name={optimizer_name!r} is not allowed; choose one of: "
-            f"{', '.join(OPTIMIZERS)}"
-        )
-    schema = OmegaConf.structured(ExperimentConfig)
-    schema.optimizer = OmegaConf.structured(OPTIMIZERS[optimizer_name])
+    schema = OmegaConf.structured(root)
+    if "optimizer" in schema:  # its keys depend on which optimizer was chosen
+        optimizer_name = OmegaConf.select(cfg, "optimizer.name")
+        if optimizer_name not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer.name={optimizer_name!r} is not allowed; choose one of: "
+                f"{', '.join(OPTIMIZERS)}"
+            )
+        schema.optimizer = OmegaConf.structured(OPTIMIZERS[optimizer_name])
     _check_unknown_keys(cfg, schema, prefix="")
     try:
         typed = OmegaConf.merge(schema, cfg)
         OmegaConf.resolve(typed)
     except OmegaConfBaseException as error:
         raise ConfigError(_describe_type_error(error, schema)) from None
-    _check_ranges(typed, ExperimentConfig, OPTIMIZERS[optimizer_name], prefix="")
+    _check_ranges(typed, root, prefix="")
     return typed
 
 
@@ -252,13 +271,12 @@ def _within(value: Any, meta: dict) -> bool:
     return all(check(meta[name]) for name, check in checks.items() if name in meta)
 
 
-def _check_ranges(typed: DictConfig, cls: type, optimizer_cls: type, prefix: str) -> None:
+def _check_ranges(typed: DictConfig, cls: type, prefix: str) -> None:
     for schema_field in dataclasses.fields(cls):
         full_key = f"{prefix}{schema_field.name}"
         value = typed[schema_field.name]
         if isinstance(value, DictConfig):
-            section_cls = optimizer_cls if full_key == "optimizer" else OmegaConf.get_type(value)
-            _check_ranges(value, section_cls, optimizer_cls, prefix=f"{full_key}.")
+            _check_ranges(value, OmegaConf.get_type(value), prefix=f"{full_key}.")
             continue
         items = list(value) if isinstance(value, ListConfig) else [value]
         if not all(item is None or _within(item, schema_field.metadata) for item in items):

@@ -26,6 +26,7 @@ MNIST_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 IMAGE_PIXELS = 28 * 28
 NUM_CLASSES = 10
+DIGITS = tuple(str(digit) for digit in range(NUM_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,20 @@ class Splits:
     name: str
     variant: str  # "full" or "offline_subset"
     source: str
+    class_names: tuple[str, ...] = DIGITS
 
     def sizes(self) -> dict[str, int]:
         """Number of samples in each split."""
         return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+    def tags(self) -> dict[str, str]:
+        """What a run records about its data: name, variant, source and split sizes."""
+        return {
+            "dataset": self.name,
+            "dataset.variant": self.variant,
+            "dataset.source": self.source,
+            **{f"dataset.{split}_samples": str(n) for split, n in self.sizes().items()},
+        }
 
 
 def keras_cache_path() -> Path:

@@ -13,8 +13,9 @@ from mnist_exp import tracking
 from mnist_exp.data import NUM_CLASSES, Splits
 from mnist_exp.leaderboard import OBJECTIVE
 from mnist_exp.model import build_model, compile_model, parameter_counts
+from mnist_exp.report import ClassificationReport
 from mnist_exp.sweep import PARAM_COUNT_KEYS, find_parent_run
-from mnist_exp.train import EpochMetricsCallback, TrainResult, fit_and_evaluate
+from mnist_exp.train import EpochMetricsCallback, FitResult, fit, predict_probabilities
 
 
 @dataclass(frozen=True)
@@ -43,20 +44,18 @@ def run_experiment(cfg: DictConfig, splits: Splits, job: JobInfo) -> float:
         counts = parameter_counts(model)
         tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
         tracking.log_summary(model)
-        result = fit_and_evaluate(
-            model, splits, cfg.train, [EpochMetricsCallback(tracking.log_epoch)]
+        fitted = fit(model, splits, cfg.train, [EpochMetricsCallback(tracking.log_epoch)])
+        report = ClassificationReport(
+            splits.y_test, predict_probabilities(model, splits.x_test), list(splits.class_names)
         )
-        mlflow.log_metrics(
-            {
-                "test_loss": result.test_loss,
-                "test_accuracy": result.test_accuracy,
-                OBJECTIVE: result.val_accuracy,
-            }
-        )
+        mlflow.log_metrics({**report.metrics(), OBJECTIVE: fitted.val_accuracy})
+        tracking.log_report(report, splits.x_test, fitted.history)
         if cfg.tracking.log_model:
-            tracking.log_model(model)
-    print(_summary(result, run.info.run_id, cfg))
-    return result.val_accuracy
+            # In a sweep, the sweep registers its best child instead of every job.
+            register_as = None if job.sweep else cfg.tracking.register_as
+            tracking.log_model(model, register_as)
+    print(_summary(report, fitted, run.info.run_id, cfg))
+    return fitted.val_accuracy
 
 
 def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:
@@ -84,12 +83,7 @@ def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, in
 
 
 def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
-    tags = {
-        "dataset": splits.name,
-        "dataset.variant": splits.variant,
-        "dataset.source": splits.source,
-        **{f"dataset.{split}_samples": str(n) for split, n in splits.sizes().items()},
-    }
+    tags = splits.tags()
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -101,12 +95,14 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
     return tags
 
 
-def _summary(result: TrainResult, run_id: str, cfg: DictConfig) -> str:
+def _summary(report: ClassificationReport, fitted: FitResult, run_id: str, cfg: DictConfig) -> str:
     return "\n".join(
         [
             "",
-            f"test accuracy  {result.test_accuracy:.4f}   (test loss {result.test_loss:.4f}, "
-            f"val accuracy {result.val_accuracy:.4f}, {result.epochs_run} epochs)",
+            report.table(),
+            "",
+            f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
+            f"val accuracy {fitted.val_accuracy:.4f}, {fitted.epochs_run} epochs)",
             f"mlflow run     {run_id}   (experiment '{cfg.tracking.experiment}')",
             f"open the UI    {tracking.ui_command(cfg.tracking.uri)}",
         ]

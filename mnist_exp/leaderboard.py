@@ -1,4 +1,4 @@
-"""A sweep's results as tables and a plot: ranked runs, failures, and seed-averaged configs."""
+"""A sweep's results as tables: ranked runs, failures, and seed-averaged configs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import io
 import math
 import statistics
 from dataclasses import dataclass
-from pathlib import Path
 
 OBJECTIVE = "final_val_accuracy"  # the metric sweeps rank by (never test accuracy)
 
@@ -139,41 +138,3 @@ def csv_table(rows: list[dict[str, str]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
-
-
-def plot_objective(board: Leaderboard, path: Path) -> Path | None:
-    """Validation accuracy against each swept key, one panel per key; None if nothing swept."""
-    if not board.swept or not board.ranked:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(
-        1, len(board.swept), figsize=(4 * len(board.swept), 3.4), squeeze=False
-    )
-    for axis, key in zip(axes[0], board.swept, strict=True):
-        values = [r.params.get(key, "") for r in board.ranked]
-        scores = [r.val_accuracy for r in board.ranked]
-        try:
-            positions = [float(v) for v in values]
-            numeric = True
-        except ValueError:
-            categories = sorted(set(values))
-            positions = [categories.index(v) for v in values]
-            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
-            numeric = False
-        axis.scatter(positions, scores, color="tab:blue")
-        axis.scatter(positions[:1], scores[:1], color="tab:red", label="best", zorder=3)
-        if numeric and min(positions) > 0 and max(positions) / min(positions) >= 10:
-            axis.set_xscale("log")
-        axis.set_xlabel(key)
-        axis.set_ylabel("validation accuracy")
-        axis.grid(alpha=0.3)
-    axes[0][0].legend(loc="best")
-    figure.suptitle("Sweep objective by swept parameter")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path

@@ -13,21 +13,14 @@ import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp import interrupts
+from mnist_exp.cli import run_hydra_command
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.data import load_splits
-from mnist_exp.errors import (
-    EXIT_INTERRUPTED,
-    EXIT_RUN_FAILED,
-    ExperimentFailed,
-    describe_hydra_error,
-    exit_with_error,
-)
+from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
 from mnist_exp.sweep import end_open_sweeps
 
 
@@ -85,23 +78,8 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 
 
 def main() -> None:
-    """Run the CLI, turning config mistakes into one-line errors with exit code 2."""
-    # Let Hydra's errors reach us instead of being printed as multi-line reports.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    interrupts.install()
-    sweep_status = "FAILED"
-    try:
-        task()
-    except (HydraException, OmegaConfBaseException) as error:
-        exit_with_error(describe_hydra_error(error))
-    except ConfigError as error:
-        exit_with_error(str(error))
-    except KeyboardInterrupt:
-        sweep_status = "KILLED"
-        print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
-        sys.exit(EXIT_INTERRUPTED)
-    finally:
-        end_open_sweeps(sweep_status)  # a sweep that ended normally has closed itself
+    """Run the CLI: one-line config errors (exit 2), Ctrl-C leaves nothing RUNNING."""
+    run_hydra_command(task, cleanup=end_open_sweeps)  # a finished sweep has closed itself
 
 
 if __name__ == "__main__":

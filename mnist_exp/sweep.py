@@ -26,7 +26,6 @@ from mnist_exp.leaderboard import (
     Leaderboard,
     csv_table,
     markdown_table,
-    plot_objective,
     text_table,
 )
 
@@ -84,7 +83,8 @@ class SweepCallback(Callback):
             client = _client(uri)
             board = _leaderboard(client, parent_id)
             _publish(client, parent_id, board)
-            print(_terminal_summary(board, parent_id, config))
+            registered = _register_best(board, config.tracking.get("register_as"))
+            print(_terminal_summary(board, parent_id, config, registered))
         end_open_sweeps("FINISHED")
 
 
@@ -160,7 +160,9 @@ def _publish(client, parent_id: str, board: Leaderboard) -> None:
         if board.seed_groups():
             markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(board.seed_groups())
         (out / "leaderboard.md").write_text(markdown)
-        plot_objective(board, out / "objective_vs_params.png")
+        from mnist_exp.figures import objective_by_param
+
+        objective_by_param(board, out / "objective_vs_params.png")
         client.log_artifacts(parent_id, folder)
     client.log_metric(parent_id, "finished_runs", len(board.ranked))
     client.log_metric(parent_id, "failed_runs", len(board.failed))
@@ -172,8 +174,20 @@ def _publish(client, parent_id: str, board: Leaderboard) -> None:
             client.log_metric(parent_id, "best_test_accuracy", board.best.test_accuracy)
 
 
-def _terminal_summary(board: Leaderboard, parent_id: str, config: DictConfig) -> str:
-    from mnist_exp.tracking import ui_command
+def _register_best(board: Leaderboard, name: str | None) -> str | None:
+    """Register the best child's model as a new version of ``name``; return 'name/version'."""
+    if not name or board.best is None:
+        return None
+    import mlflow
+
+    version = mlflow.register_model(f"runs:/{board.best.run_id}/model", name)
+    return f"{name}/{version.version}"
+
+
+def _terminal_summary(
+    board: Leaderboard, parent_id: str, config: DictConfig, registered: str | None
+) -> str:
+    from mnist_exp.tracking import absolute_store_uri, ui_command
 
     lines = [
         "",
@@ -185,6 +199,14 @@ def _terminal_summary(board: Leaderboard, parent_id: str, config: DictConfig) ->
         lines += ["", "Mean ± std over seeds:", text_table(board.seed_groups())]
     if board.best is not None:
         lines.append(f"\nbest run     {board.best.run_id} (tagged sweep.best=true)")
+        if registered:
+            lines.append(f"registered   models:/{registered}")
+        else:
+            lines.append(
+                f"register it  python -c \"import mlflow; mlflow.set_tracking_uri('"
+                f"{absolute_store_uri(config.tracking.uri)}'); mlflow.register_model("
+                f"'runs:/{board.best.run_id}/model', 'mnist-best')\""
+            )
     lines += [
         f"parent run   {parent_id} (leaderboard.csv, leaderboard.md, objective_vs_params.png)",
         f"open the UI  {ui_command(config.tracking.uri)}",

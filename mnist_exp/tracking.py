@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -18,6 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.data import IMAGE_PIXELS, NUM_CLASSES
 from mnist_exp.interrupts import deferred
+from mnist_exp.report import ClassificationReport, write_report
 
 if TYPE_CHECKING:
     import keras
@@ -162,8 +164,27 @@ def model_requirements() -> list[str]:
     return pinned
 
 
-def log_model(model: keras.Model) -> None:
-    """Log the model in MLflow's Keras flavor with its signature (artifact ``model``)."""
-    mlflow.keras.log_model(
-        model, name="model", signature=model_signature(), pip_requirements=model_requirements()
-    )
+def log_model(model: keras.Model, register_as: str | None = None) -> None:
+    """Log the model in MLflow's Keras flavor with its signature (``model``), and register
+    it as a new version of ``register_as`` in the Model Registry if that is set."""
+    with deferred():
+        mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=model_signature(),
+            pip_requirements=model_requirements(),
+            registered_model_name=register_as,
+        )
+
+
+def log_report(report: ClassificationReport, images: np.ndarray, history: dict | None) -> None:
+    """Log the test report (JSON) and figures (PNG) under the run's ``report/`` folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        write_report(report, images, Path(folder), history)
+        with deferred():
+            mlflow.log_artifacts(folder, "report")
+
+
+def load_model(uri: str) -> keras.Model:
+    """Load a logged Keras model from a ``runs:/``, ``models:/`` URI or a local path."""
+    return mlflow.keras.load_model(uri)

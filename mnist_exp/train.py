@@ -1,4 +1,4 @@
-"""Fit a compiled model on the splits and evaluate it on the test set."""
+"""Fit a compiled model on the splits; predict class probabilities with it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 from omegaconf import DictConfig
 
 from mnist_exp.data import Splits
@@ -14,14 +15,15 @@ from mnist_exp.errors import ExperimentFailed
 
 
 @dataclass(frozen=True)
-class TrainResult:
-    """What a fit produced: per-epoch history, test metrics and the sweep objective."""
+class FitResult:
+    """What a fit produced: per-epoch history and the validation score of the kept weights."""
 
     history: dict[str, list[float]]
-    test_loss: float
-    test_accuracy: float
-    val_accuracy: float  # of the returned weights: the objective sweepers maximise
+    val_accuracy: float  # of the weights the model ends with: the objective sweepers maximise
     epochs_run: int
+
+
+PREDICT_BATCH = 1024
 
 
 class TrainingDiverged(ExperimentFailed):
@@ -55,13 +57,13 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         self.log_metrics({name: float(value) for name, value in (logs or {}).items()}, epoch + 1)
 
 
-def fit_and_evaluate(
+def fit(
     model: keras.Model,
     splits: Splits,
     train_cfg: DictConfig,
     callbacks: list[keras.callbacks.Callback],
-) -> TrainResult:
-    """Train with the config's epochs/batch size (early stopping if on), then evaluate on test.
+) -> FitResult:
+    """Train with the config's epochs and batch size (early stopping if on).
 
     Raises :class:`TrainingDiverged` if the loss stops being finite.
     """
@@ -83,13 +85,13 @@ def fit_and_evaluate(
     ).history
     val_losses = history["val_loss"]
     kept_epoch = val_losses.index(min(val_losses)) if train_cfg.early_stopping else -1
-    test_loss, test_accuracy = model.evaluate(
-        splits.x_test, splits.y_test, batch_size=max(train_cfg.batch_size, 1024), verbose=0
-    )
-    return TrainResult(
+    return FitResult(
         history=history,
-        test_loss=float(test_loss),
-        test_accuracy=float(test_accuracy),
         val_accuracy=float(history["val_accuracy"][kept_epoch]),
         epochs_run=len(val_losses),
     )
+
+
+def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities for ``images``, in large batches (no gradients to keep)."""
+    return np.asarray(model.predict(images, batch_size=PREDICT_BATCH, verbose=0))

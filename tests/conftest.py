@@ -83,11 +83,15 @@ def make_config() -> Callable[..., DictConfig]:
 
 
 def run_cli(
-    args: list[str], cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+    args: list[str],
+    cwd: Path,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    module: str = "mnist_exp.run",
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m mnist_exp.run ARGS`` in ``cwd`` and capture its output."""
+    """Run ``python -m MODULE ARGS`` in ``cwd`` and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "mnist_exp.run", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -12,7 +12,7 @@ from mnist_exp.data import load_splits
 from mnist_exp.experiment import JobInfo, run_experiment
 from mnist_exp.model import build_model, compile_model
 from mnist_exp.tracking import flatten
-from mnist_exp.train import fit_and_evaluate
+from mnist_exp.train import fit
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -99,7 +99,7 @@ def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model)
     compile_model(model, cfg.optimizer)
-    result = fit_and_evaluate(model, splits, cfg.train, callbacks=[])
+    result = fit(model, splits, cfg.train, callbacks=[])
     val_losses = result.history["val_loss"]
     assert result.epochs_run == len(val_losses) < 8
     best = val_losses.index(min(val_losses))

@@ -6,20 +6,25 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from mnist_exp.config import OPTIMIZERS, ExperimentConfig
+from mnist_exp.config import OPTIMIZERS, EvaluateConfig, ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def schema_keys() -> set[str]:
+    """Every documented key: the run's config and the evaluate command's own keys."""
     keys = set()
-    for section in dataclasses.fields(ExperimentConfig):
-        if not dataclasses.is_dataclass(section.default_factory):
-            keys.add(section.name)
-            continue
-        classes = OPTIMIZERS.values() if section.name == "optimizer" else [section.default_factory]
-        for cls in classes:
-            keys |= {f"{section.name}.{field.name}" for field in dataclasses.fields(cls)}
+    for root in (ExperimentConfig, EvaluateConfig):
+        for section in dataclasses.fields(root):
+            if not dataclasses.is_dataclass(section.default_factory):
+                keys.add(section.name)
+                continue
+            if section.name == "optimizer":
+                classes = OPTIMIZERS.values()
+            else:
+                classes = [section.default_factory]
+            for cls in classes:
+                keys |= {f"{section.name}.{field.name}" for field in dataclasses.fields(cls)}
     return keys
 
 

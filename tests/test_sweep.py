@@ -53,7 +53,7 @@ def artifact_text(store, run_id: str, path: str, tmp_path) -> str:
 
 
 def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
-    done = sweep("model.dropout=0.2,0.5")
+    done = sweep("model.dropout=0.2,0.5", "tracking.register_as=sweep-best")
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
     kids = children[parent.info.run_id]
@@ -87,15 +87,20 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     )
     with open(png, "rb") as handle:
         assert handle.read(8) == PNG_MAGIC
+    # The sweep registered its best child's model (and only that one).
+    (version,) = store.client().search_model_versions("name='sweep-best'")
+    assert (int(version.version), version.run_id) == (1, best.info.run_id)
+    assert "registered   models:/sweep-best/1" in done.stdout
     # The terminal shows the same leaderboard.
     assert f"best run     {best.info.run_id}" in done.stdout
     assert "model.dropout" in done.stdout and "val_accuracy" in done.stdout
 
     # Re-running into the same sweep folder makes a new parent; the old one keeps its children.
-    again = sweep("model.dropout=0.3")
+    again = sweep("model.dropout=0.3", "tracking.register_as=sweep-best")
     assert again.returncode == 0, again.stderr
     _parents, children = tree(store)
     assert sorted(len(kids) for kids in children.values()) == [1, 2]
+    assert len(store.client().search_model_versions("name='sweep-best'")) == 2
 
 
 def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):

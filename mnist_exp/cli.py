@@ -1,0 +1,45 @@
+"""What every Hydra command of this project does around its task function.
+
+Config mistakes become one line on stderr with exit code 2 (no traceback), Ctrl-C and
+SIGTERM exit 130 after the MLflow run is marked KILLED, and ``cleanup(status)`` runs last.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_exp import interrupts
+from mnist_exp.config import ConfigError
+from mnist_exp.errors import EXIT_INTERRUPTED, describe_hydra_error, exit_with_error
+
+
+def run_hydra_command(
+    hydra_main: Callable[[], object], cleanup: Callable[[str], None] | None = None
+) -> None:
+    """Call a ``@hydra.main`` function with this project's error and interrupt handling.
+
+    ``cleanup`` gets "KILLED" after an interrupt and "FAILED" otherwise; it should only
+    act on what the command left unfinished.
+    """
+    # Let Hydra's errors reach us instead of being printed as multi-line reports.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    interrupts.install()
+    status = "FAILED"
+    try:
+        hydra_main()
+    except (HydraException, OmegaConfBaseException) as error:
+        exit_with_error(describe_hydra_error(error))
+    except ConfigError as error:
+        exit_with_error(str(error))
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    finally:
+        if cleanup is not None:
+            cleanup(status)

@@ -1,0 +1,115 @@
+"""Every PNG the project draws (matplotlib, non-interactive Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+from matplotlib import pyplot as plt
+
+if TYPE_CHECKING:
+    from mnist_exp.leaderboard import Leaderboard
+    from mnist_exp.report import ClassificationReport
+
+DPI = 110
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=DPI)
+    plt.close(figure)
+    return path
+
+
+def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
+    """Loss and accuracy per epoch, training against validation."""
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        axis.plot(epochs, history[metric], marker="o", label="training")
+        axis.plot(epochs, history[f"val_{metric}"], marker="o", label="validation")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(metric)
+        axis.set_title(metric.capitalize())
+        axis.grid(alpha=0.3)
+        axis.legend()
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    return _save(figure, path)
+
+
+def confusion_matrix(report: ClassificationReport, path: Path) -> Path:
+    """Test-set confusion matrix with counts in every cell."""
+    matrix = report.confusion_matrix()
+    names = report.class_names
+    figure, axis = plt.subplots(figsize=(6.4, 5.6))
+    shown = axis.imshow(matrix, cmap="Blues")
+    figure.colorbar(shown, ax=axis, fraction=0.046)
+    axis.set_xticks(range(len(names)), names, rotation=45 if max(map(len, names)) > 2 else 0)
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("true")
+    axis.set_title(f"Confusion matrix (test, n={matrix.sum()}, accuracy {report.accuracy:.4f})")
+    threshold = matrix.max() / 2
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(
+            column,
+            row,
+            str(count),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if count > threshold else "black",
+        )
+    return _save(figure, path)
+
+
+def misclassified(mistakes: list[dict], images: np.ndarray, path: Path) -> Path:
+    """A grid of the most confidently misclassified test digits with their labels."""
+    columns = 5
+    rows = max(1, -(-len(mistakes) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 1.95))
+    for axis in np.atleast_1d(axes).ravel():
+        axis.axis("off")
+    for axis, mistake in zip(np.atleast_1d(axes).ravel(), mistakes, strict=False):
+        axis.imshow(images[mistake["index"]].reshape(28, 28), cmap="gray_r")
+        axis.set_title(
+            f"true {mistake['true']} → {mistake['predicted']}\np={mistake['probability']:.2f}",
+            fontsize=8,
+        )
+    title = "Most confident mistakes (test set)" if mistakes else "No misclassified test digits"
+    figure.suptitle(title)
+    return _save(figure, path)
+
+
+def objective_by_param(board: Leaderboard, path: Path) -> Path | None:
+    """A sweep's validation accuracy against each swept key; None if nothing was swept."""
+    if not board.swept or not board.ranked:
+        return None
+    figure, axes = plt.subplots(
+        1, len(board.swept), figsize=(4 * len(board.swept), 3.4), squeeze=False
+    )
+    for axis, key in zip(axes[0], board.swept, strict=True):
+        values = [r.params.get(key, "") for r in board.ranked]
+        scores = [r.val_accuracy for r in board.ranked]
+        try:
+            positions = [float(v) for v in values]
+            numeric = True
+        except ValueError:
+            categories = sorted(set(values))
+            positions = [categories.index(v) for v in values]
+            axis.set_xticks(range(len(categories)), categories, rotation=30, ha="right")
+            numeric = False
+        axis.scatter(positions, scores, color="tab:blue")
+        axis.scatter(positions[:1], scores[:1], color="tab:red", label="best", zorder=3)
+        if numeric and min(positions) > 0 and max(positions) / min(positions) >= 10:
+            axis.set_xscale("log")
+        axis.set_xlabel(key)
+        axis.set_ylabel("validation accuracy")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(loc="best")
+    figure.suptitle("Sweep objective by swept parameter")
+    return _save(figure, path)

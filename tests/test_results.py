@@ -1,0 +1,289 @@
+"""Results a person uses: report artifacts, evaluate, predict, the registry and serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import Store, run_cli
+from PIL import Image
+
+from mnist_exp import predict
+from mnist_exp.data import load_splits
+from mnist_exp.experiment import JobInfo, run_experiment
+from mnist_exp.report import ClassificationReport
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+MODEL_NAME = "mnist-test"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_npz):
+    """Two real 3-epoch runs registered as versions 1 and 2 of MODEL_NAME."""
+    from hydra import compose, initialize_config_module
+
+    from mnist_exp.config import validate
+
+    folder = tmp_path_factory.mktemp("results")
+    store = Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifacts=folder / "mlartifacts")
+    overrides = [
+        f"data.path={mnist_npz}",
+        "train.epochs=3",
+        f"tracking.register_as={MODEL_NAME}",
+        "train.verbose=0",
+        *store.overrides,
+    ]
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        cfg = validate(compose("config", overrides=overrides))
+    splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
+    for _ in range(2):
+        run_experiment(cfg, splits, JobInfo(overrides=overrides))
+    first, second = store.runs()
+    return store, first, second, splits, folder
+
+
+def logged_model(store: Store, uri: str) -> keras.Model:
+    import mlflow
+
+    mlflow.set_tracking_uri(store.uri)
+    return mlflow.keras.load_model(uri)
+
+
+def read_json(store: Store, run_id: str, path: str, folder):
+    with open(download(store, run_id, path, folder)) as handle:
+        return json.load(handle)
+
+
+def download(store: Store, run_id: str, path: str, folder) -> str:
+    return store.client().download_artifacts(run_id, path, str(folder))
+
+
+def test_report_metrics_and_per_class_scores_are_consistent():
+    labels = np.array([0, 0, 1, 1, 2, 2])
+    probabilities = np.eye(3)[[0, 1, 1, 1, 2, 0]] * 0.9 + 0.1 / 3
+    report = ClassificationReport(labels, probabilities, ["a", "b", "c"])
+    assert report.confusion_matrix().tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    scores = report.per_class()
+    assert scores["b"] == pytest.approx(
+        {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
+    )
+    assert report.accuracy == pytest.approx(4 / 6)
+    assert report.metrics()["test_f1_a"] == pytest.approx(0.5)
+    mistakes = report.most_confident_mistakes()
+    assert [(m["index"], m["true"], m["predicted"]) for m in mistakes] == [
+        (1, "a", "b"),
+        (5, "c", "a"),
+    ]
+
+
+def test_run_logs_figures_and_reports_that_match_its_test_set(trained, tmp_path):
+    store, run, _, splits, _ = trained
+    artifacts = {a.path for a in store.client().list_artifacts(run.info.run_id, "report")}
+    expected = {
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "misclassified.png",
+        "confusion_matrix.json",
+        "classification_report.json",
+        "misclassified.json",
+    }
+    assert {f"report/{name}" for name in expected} <= artifacts
+    for figure in ("learning_curves", "confusion_matrix", "misclassified"):
+        with open(download(store, run.info.run_id, f"report/{figure}.png", tmp_path), "rb") as f:
+            assert f.read(8) == PNG_MAGIC
+
+    matrix = read_json(store, run.info.run_id, "report/confusion_matrix.json", tmp_path)
+    counts = np.array(matrix["matrix"])
+    assert counts.sum() == len(splits.y_test) == 200
+    assert counts.sum(axis=1).tolist() == np.bincount(splits.y_test, minlength=10).tolist()
+    accuracy = np.trace(counts) / counts.sum()
+    assert run.data.metrics["test_accuracy"] == pytest.approx(accuracy)
+
+    report = read_json(store, run.info.run_id, "report/classification_report.json", tmp_path)
+    for digit in range(10):
+        f1 = report["classes"][str(digit)]["f1"]
+        assert run.data.metrics[f"test_f1_{digit}"] == pytest.approx(f1)
+
+    # The mistakes grid shows only misclassified digits, surest first.
+    predicted = (
+        logged_model(store, f"runs:/{run.info.run_id}/model")
+        .predict(splits.x_test, verbose=0)
+        .argmax(axis=1)
+    )
+    mistakes = read_json(store, run.info.run_id, "report/misclassified.json", tmp_path)
+    assert mistakes, "a 3-epoch model on 540 digits makes mistakes"
+    for mistake in mistakes:
+        index = mistake["index"]
+        assert int(mistake["true"]) == splits.y_test[index] != predicted[index]
+        assert int(mistake["predicted"]) == predicted[index]
+    probabilities = [m["probability"] for m in mistakes]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_evaluate_reproduces_the_runs_test_accuracy_exactly(trained, mnist_npz):
+    store, first, second, _, folder = trained
+    for reference in (f"run_id={first.info.run_id}", f"model_uri=models:/{MODEL_NAME}/2"):
+        done = run_cli(
+            [reference, f"data.path={mnist_npz}", *store.overrides],
+            cwd=folder,
+            module="mnist_exp.evaluate",
+        )
+        assert done.returncode == 0, done.stderr
+        evaluation = next(
+            run
+            for run in reversed(store.runs())
+            if run.data.tags.get("mnist_exp.kind") == "evaluation"
+        )
+        source = first if reference.startswith("run_id") else second
+        assert evaluation.data.metrics["test_accuracy"] == source.data.metrics["test_accuracy"]
+        assert evaluation.data.metrics["test_f1_3"] == source.data.metrics["test_f1_3"]
+        assert f"test accuracy  {source.data.metrics['test_accuracy']:.4f}" in done.stdout
+        assert "report/confusion_matrix.png" in {
+            a.path for a in store.client().list_artifacts(evaluation.info.run_id, "report")
+        }
+
+
+def test_evaluate_rejects_an_unknown_model_in_one_line(trained, mnist_npz):
+    store, _, _, _, folder = trained
+    done = run_cli(
+        ["model_uri=models:/no-such-model/1", f"data.path={mnist_npz}", *store.overrides],
+        cwd=folder,
+        module="mnist_exp.evaluate",
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: cannot load model models:/no-such-model/1")
+    )
+
+
+def test_registry_versions_increment_and_point_at_their_runs(trained):
+    store, first, second, _, _ = trained
+    versions = store.client().search_model_versions(f"name='{MODEL_NAME}'")
+    by_number = {int(v.version): v.run_id for v in versions}
+    assert by_number == {1: first.info.run_id, 2: second.info.run_id}
+
+
+def confident_digits(store, run, splits, count=3):
+    """Test digits the model gets right with probability > 0.5, most confident first."""
+    probabilities = logged_model(store, f"runs:/{run.info.run_id}/model").predict(
+        splits.x_test, verbose=0
+    )
+    right = np.flatnonzero(probabilities.argmax(axis=1) == splits.y_test)
+    best = right[np.argsort(-probabilities[right].max(axis=1))][:count]
+    assert probabilities[best].max(axis=1).min() > 0.5
+    return best
+
+
+def test_predict_classifies_real_digits_saved_as_images(trained, tmp_path, capsys):
+    store, _, second, splits, _ = trained
+    files, labels = [], []
+    for index in confident_digits(store, second, splits):
+        pixels = (splits.x_test[index].reshape(28, 28) * 255).round().astype(np.uint8)
+        label = int(splits.y_test[index])
+        Image.fromarray(pixels).save(tmp_path / f"{index}.png")  # MNIST polarity
+        Image.fromarray(255 - pixels).save(tmp_path / f"{index}_ink.png")  # dark on light
+        Image.fromarray(255 - pixels).resize((112, 112)).convert("RGB").save(
+            tmp_path / f"{index}_big.jpg", quality=95
+        )  # resized colour JPEG
+        files += [
+            str(tmp_path / name)
+            for name in (f"{index}.png", f"{index}_ink.png", f"{index}_big.jpg")
+        ]
+        labels += [label] * 3
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+
+    code = predict.main(
+        [f"models:/{MODEL_NAME}/2", *files, str(bad), "--json", "--tracking-uri", store.uri]
+    )
+    captured = capsys.readouterr()
+    assert code == 1  # one bad file
+    results = json.loads(captured.out)
+    assert [r["file"] for r in results] == [*files, str(bad)]
+    assert [r["digit"] for r in results[:-1]] == labels
+    assert all(len(r["probabilities"]) == 10 for r in results[:-1])
+    assert results[-1]["error"].startswith(f"{bad}: not an image file")
+    assert captured.err.strip() == f"error: {bad}: not an image file (cannot identify image file)"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_served_model_answers_a_real_http_request(trained):
+    store, _, _, splits, folder = trained
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            f"models:/{MODEL_NAME}/2",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        cwd=folder,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": store.uri,
+            # The server runs uvicorn from this virtualenv, as an activated venv would.
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:  # wait until the server answers its health check
+            assert server.poll() is None, server.stderr.read().decode()[-2000:]
+            try:
+                with urllib.request.urlopen(f"{base}/ping", timeout=2) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not come up"
+                time.sleep(0.5)
+        body = json.dumps({"inputs": splits.x_test[:8].tolist()}).encode()
+        request = urllib.request.Request(
+            f"{base}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            served = np.array(json.load(reply)["predictions"])
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert served.shape == (8, 10)
+    assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
+    local = logged_model(store, f"models:/{MODEL_NAME}/2").predict(splits.x_test[:8], verbose=0)
+    assert served.argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
+
+
+def test_predict_request_mode_prints_a_serving_body(tmp_path, capsys, mnist_npz):
+    with np.load(mnist_npz) as data:
+        Image.fromarray(data["x_test"][0]).save(tmp_path / "digit.png")
+    assert predict.main(["unused-model", str(tmp_path / "digit.png"), "--request"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert np.array(body["inputs"]).shape == (1, 784)
