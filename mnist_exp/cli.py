@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Callable
 
 from hydra.errors import HydraException
@@ -36,6 +37,11 @@ def run_hydra_command(
         exit_with_error(describe_hydra_error(error))
     except ConfigError as error:
         exit_with_error(str(error))
+    except ValueError as error:
+        if not _raised_inside_hydra(error):
+            raise  # a bug of ours: keep the traceback
+        overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("-"))
+        exit_with_error(f"cannot apply the overrides ({overrides}): {error}")
     except KeyboardInterrupt:
         status = "KILLED"
         print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
@@ -43,3 +49,9 @@ def run_hydra_command(
     finally:
         if cleanup is not None:
             cleanup(status)
+
+
+def _raised_inside_hydra(error: BaseException) -> bool:
+    """Whether ``error`` came from Hydra's own code (composing overrides), not a task."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename

@@ -130,6 +130,10 @@ class TrainConfig:
     intra_op_threads: int = _key(
         0, "TensorFlow threads per op; 0: auto (all cores, or cores / parallel jobs).", ge=0
     )
+    deterministic: bool = _key(
+        False, "Bit-identical reruns: TensorFlow op determinism (slower, see README)."
+    )
+    checkpoint: bool = _key(True, "Save model and optimizer state after every epoch.")
     inter_op_threads: int = _key(
         0, "TensorFlow ops run at once; 0: auto (TensorFlow default, or 1 in parallel).", ge=0
     )
@@ -157,6 +161,9 @@ class ExperimentConfig:
     """The whole composed config (``conf/config.yaml`` and its groups)."""
 
     seed: int = _key(42, "Seeds Python, NumPy and Keras.", ge=0)
+    resume: str | None = _key(
+        None, "Continue an interrupted run: its MLflow run id or its output folder."
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: Any = field(default_factory=AdamConfig)
@@ -279,7 +286,14 @@ def _check_ranges(typed: DictConfig, cls: type, prefix: str) -> None:
             _check_ranges(value, OmegaConf.get_type(value), prefix=f"{full_key}.")
             continue
         items = list(value) if isinstance(value, ListConfig) else [value]
-        if not all(item is None or _within(item, schema_field.metadata) for item in items):
+        if not all(
+            item is None
+            or (
+                not isinstance(item, ListConfig | DictConfig)
+                and _within(item, schema_field.metadata)
+            )
+            for item in items
+        ):
             shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
             raise ConfigError(
                 f"{full_key}={shown!r} is not allowed; expected {describe_allowed(schema_field)}"

@@ -14,6 +14,7 @@ from mnist_exp.cli import run_hydra_command
 from mnist_exp.config import ConfigError, EvaluateConfig, validate
 from mnist_exp.data import Splits, load_splits
 from mnist_exp.errors import exit_with_error
+from mnist_exp.preflight import check_tracking_server
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_exp.conf", config_name="evaluate")
@@ -21,6 +22,7 @@ def task(cfg: DictConfig) -> float:
     """Validate, load the test set and the model, report; return the test accuracy."""
     try:
         typed = validate(cfg, EvaluateConfig)
+        check_tracking_server(typed.tracking.uri)
         if (typed.run_id is None) == (typed.model_uri is None):
             raise ConfigError(
                 "run_id / model_uri: pass exactly one, e.g. run_id=<id> or "

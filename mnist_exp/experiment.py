@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import keras
 import mlflow
@@ -14,8 +15,16 @@ from mnist_exp.data import NUM_CLASSES, Splits
 from mnist_exp.leaderboard import OBJECTIVE
 from mnist_exp.model import build_model, compile_model, parameter_counts
 from mnist_exp.report import ClassificationReport
+from mnist_exp.resume import CHECKPOINTS, Checkpoint
 from mnist_exp.sweep import PARAM_COUNT_KEYS, find_parent_run
-from mnist_exp.train import EpochMetricsCallback, FitResult, fit, predict_probabilities
+from mnist_exp.train import (
+    EpochMetricsCallback,
+    FitResult,
+    SaveCheckpoint,
+    fit,
+    load_checkpoint_model,
+    predict_probabilities,
+)
 
 
 @dataclass(frozen=True)
@@ -29,22 +38,41 @@ class JobInfo:
     parallel_jobs: int = 1  # jobs running at once on this machine (joblib launcher)
 
 
-def run_experiment(cfg: DictConfig, splits: Splits, job: JobInfo) -> float:
+def run_experiment(
+    cfg: DictConfig, splits: Splits, job: JobInfo, resume_from: Checkpoint | None = None
+) -> float:
     """Train and evaluate the configured model on ``splits``, record it in MLflow, and
-    return the validation accuracy (the objective sweepers maximise)."""
+    return the validation accuracy (the objective sweepers maximise).
+
+    With ``resume_from``, the interrupted run is reopened (its params stay as logged) and
+    training continues from the checkpoint's epoch.
+    """
     experiment_id = tracking.open_experiment(cfg.tracking)
-    parent_run_id = find_parent_run(experiment_id, job.sweep) if job.sweep else None
-    tags = _tags(splits, job)
-    with tracking.tracked_run(experiment_id, cfg.tracking.run_name, tags, parent_run_id) as run:
+    if resume_from is None:
+        parent_run_id = find_parent_run(experiment_id, job.sweep) if job.sweep else None
+        run_context = tracking.tracked_run(
+            experiment_id, cfg.tracking.run_name, _tags(splits, job), parent_run_id
+        )
+    else:
+        run_context = tracking.tracked_run(experiment_id, None, {}, run_id=resume_from.run_id)
+    with run_context as run:
         threads = configure_threads(cfg.train, job.parallel_jobs)
         mlflow.set_tags({f"threads.{pool}": str(count) for pool, count in threads.items()})
+        if cfg.train.deterministic:
+            import tensorflow as tf
+
+            tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.seed)
-        model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
-        compile_model(model, cfg.optimizer)
-        counts = parameter_counts(model)
-        tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
-        tracking.log_summary(model)
-        fitted = fit(model, splits, cfg.train, [EpochMetricsCallback(tracking.log_epoch)])
+        if resume_from is None:
+            model = _new_model(cfg, splits, job)
+        else:
+            model = load_checkpoint_model(resume_from)
+            mlflow.set_tag("resumed_after_epoch", str(resume_from.epoch))
+        callbacks: list = [EpochMetricsCallback(tracking.log_epoch)]
+        checkpoints = resume_from.folder if resume_from else _checkpoint_folder(job)
+        if cfg.train.checkpoint and checkpoints is not None:
+            callbacks.append(SaveCheckpoint(checkpoints, run.info.run_id, resume_from))
+        fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
         report = ClassificationReport(
             splits.y_test, predict_probabilities(model, splits.x_test), list(splits.class_names)
         )
@@ -56,6 +84,20 @@ def run_experiment(cfg: DictConfig, splits: Splits, job: JobInfo) -> float:
             tracking.log_model(model, register_as)
     print(_summary(report, fitted, run.info.run_id, cfg))
     return fitted.val_accuracy
+
+
+def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
+    """Build and compile the configured model and log its config and summary."""
+    model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
+    compile_model(model, cfg.optimizer)
+    counts = parameter_counts(model)
+    tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
+    tracking.log_summary(model)
+    return model
+
+
+def _checkpoint_folder(job: JobInfo) -> Path | None:
+    return Path(job.output_dir) / CHECKPOINTS if job.output_dir else None
 
 
 def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:

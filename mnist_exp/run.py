@@ -21,6 +21,8 @@ from mnist_exp.cli import run_hydra_command
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.data import load_splits
 from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
+from mnist_exp.preflight import check_tracking_server
+from mnist_exp.resume import load_resume
 from mnist_exp.sweep import end_open_sweeps
 
 
@@ -57,6 +59,15 @@ def _reason(error: Exception) -> str:
 
 def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
     typed = validate(cfg)
+    check_tracking_server(typed.tracking.uri)
+    resume_from = None
+    if typed.resume:
+        others = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "tracking."))]
+        if in_sweep or others:
+            raise ConfigError(
+                "resume: give it alone (tracking.* aside): the run continues with its own config"
+            )
+        typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
     # TensorFlow and MLflow load only now that config and data are known to be good.
     from mnist_exp.experiment import JobInfo, run_experiment
@@ -68,7 +79,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         output_dir=hydra_cfg.runtime.output_dir,
         parallel_jobs=_parallel_jobs(hydra_cfg) if in_sweep else 1,
     )
-    return run_experiment(typed, splits, job)
+    return run_experiment(typed, splits, job, resume_from)
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:

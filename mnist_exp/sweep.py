@@ -28,6 +28,7 @@ from mnist_exp.leaderboard import (
     markdown_table,
     text_table,
 )
+from mnist_exp.preflight import check_tracking_server
 
 # Params logged beside the config, derived from it (see experiment.run_experiment).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
@@ -50,6 +51,7 @@ class SweepCallback(Callback):
         try:
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+            check_tracking_server(typed.tracking.uri)
         except ConfigError as error:
             exit_with_error(str(error))
         from mnist_exp import tracking

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -12,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
-from mlflow.entities import RunStatus
+from mlflow import MlflowClient
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -23,6 +26,9 @@ from mnist_exp.report import ClassificationReport, write_report
 
 if TYPE_CHECKING:
     import keras
+
+# "Creating initial MLflow database tables..." on every new store is noise, not news.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def absolute_store_uri(uri: str) -> str:
@@ -64,11 +70,17 @@ def tracked_run(
     run_name: str | None,
     tags: dict[str, str],
     parent_run_id: str | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run that always ends: FINISHED, FAILED (error tagged) or KILLED."""
+    """Start an MLflow run (or reopen ``run_id``) that always ends: FINISHED, FAILED (error
+    tagged) or KILLED."""
     with deferred():
         run = mlflow.start_run(
-            experiment_id=experiment_id, run_name=run_name, tags=tags, parent_run_id=parent_run_id
+            run_id=run_id,
+            experiment_id=experiment_id,
+            run_name=run_name,
+            tags=tags,
+            parent_run_id=parent_run_id,
         )
     try:
         yield run
@@ -128,9 +140,15 @@ def log_config(cfg: DictConfig, overrides: list[str], extra_params: dict[str, An
 
 
 def log_epoch(metrics: dict[str, float], step: int) -> None:
-    """Log one epoch's metrics at ``step`` (never cut short by Ctrl-C)."""
+    """Log one epoch's metrics at ``step`` and tag it as the last completed epoch, in one
+    write that Ctrl-C cannot cut short."""
+    now = int(time.time() * 1000)
     with deferred():
-        mlflow.log_metrics(metrics, step=step)
+        MlflowClient().log_batch(
+            mlflow.active_run().info.run_id,
+            metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
+            tags=[RunTag("last_completed_epoch", str(step))],
+        )
 
 
 def model_signature() -> ModelSignature:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -12,6 +15,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.data import Splits
 from mnist_exp.errors import ExperimentFailed
+from mnist_exp.resume import MODEL_FILE, STATE_FILE, Checkpoint
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,49 @@ class FitResult:
 
 
 PREDICT_BATCH = 1024
+
+
+def _seed_states(model: keras.Model) -> list:
+    """The random-number states of the model's dropout layers, in layer order."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def load_checkpoint_model(checkpoint: Checkpoint) -> keras.Model:
+    """The checkpointed model with its weights, optimizer state and dropout RNG states."""
+    model = keras.models.load_model(checkpoint.model_path)
+    for variable, state in zip(_seed_states(model), checkpoint.seed_states, strict=True):
+        variable.assign(state)
+    return model
+
+
+class SaveCheckpoint(keras.callbacks.Callback):
+    """After every epoch, atomically replace the checkpoint in ``folder``."""
+
+    def __init__(self, folder: Path, run_id: str, resume_from: Checkpoint | None = None) -> None:
+        super().__init__()
+        self.folder = folder
+        self.run_id = run_id
+        self.history = {
+            key: list(values)
+            for key, values in (resume_from.history if resume_from else {}).items()
+        }
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Save the model, then the state that names it (each via a temp file + rename)."""
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(float(value))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = self.folder / f"partial-{MODEL_FILE}"
+        self.model.save(partial)
+        os.replace(partial, self.folder / MODEL_FILE)
+        state = {
+            "run_id": self.run_id,
+            "epoch": epoch + 1,
+            "history": self.history,
+            "seed_states": [variable.numpy().tolist() for variable in _seed_states(self.model)],
+        }
+        (self.folder / f"{STATE_FILE}.partial").write_text(json.dumps(state))
+        os.replace(self.folder / f"{STATE_FILE}.partial", self.folder / STATE_FILE)
 
 
 class TrainingDiverged(ExperimentFailed):
@@ -62,11 +109,17 @@ def fit(
     splits: Splits,
     train_cfg: DictConfig,
     callbacks: list[keras.callbacks.Callback],
+    seed: int,
+    resume_from: Checkpoint | None = None,
 ) -> FitResult:
-    """Train with the config's epochs and batch size (early stopping if on).
+    """Train for the config's epochs and batch size (early stopping if on), continuing
+    after ``resume_from``'s epoch if given.
 
-    Raises :class:`TrainingDiverged` if the loss stops being finite.
+    Each epoch's batch order depends only on (seed, epoch), so a resumed run sees the same
+    batches as one that never stopped. Raises :class:`TrainingDiverged` if the loss
+    stops being finite.
     """
+    done = resume_from.epoch if resume_from else 0
     callbacks = [*callbacks, StopOnDivergence()]
     if train_cfg.early_stopping:
         callbacks.append(
@@ -74,21 +127,50 @@ def fit(
                 monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
             )
         )
-    history = model.fit(
-        splits.x_train,
-        splits.y_train,
+    steps = math.ceil(len(splits.y_train) / train_cfg.batch_size)
+    new = model.fit(
+        epoch_batches(splits, train_cfg.batch_size, seed, done, train_cfg.epochs),
+        steps_per_epoch=steps,
         validation_data=(splits.x_val, splits.y_val),
+        validation_batch_size=PREDICT_BATCH,
+        initial_epoch=done,
+        shuffle=False,  # the stream is already shuffled per epoch
         epochs=train_cfg.epochs,
-        batch_size=train_cfg.batch_size,
         callbacks=callbacks,
         verbose=train_cfg.verbose,
     ).history
-    val_losses = history["val_loss"]
-    kept_epoch = val_losses.index(min(val_losses)) if train_cfg.early_stopping else -1
+    prior = resume_from.history if resume_from else {}
+    history = {key: [*prior.get(key, []), *new.get(key, [])] for key in {*prior, *new}}
+    val_losses = new.get("val_loss", [])
+    if train_cfg.early_stopping and val_losses:
+        kept_epoch = done + val_losses.index(min(val_losses))
+    else:
+        kept_epoch = len(history["val_loss"]) - 1
     return FitResult(
         history=history,
         val_accuracy=float(history["val_accuracy"][kept_epoch]),
-        epochs_run=len(val_losses),
+        epochs_run=len(history["val_loss"]),
+    )
+
+
+def epoch_batches(splits: Splits, batch_size: int, seed: int, first: int, last: int):
+    """Training batches for epochs ``first`` .. ``last - 1`` as one ``tf.data`` stream;
+    epoch e is shuffled by a stateless permutation keyed on (seed, e)."""
+    import tensorflow as tf
+
+    images, labels = tf.constant(splits.x_train), tf.constant(splits.y_train)
+    count = len(splits.y_train)
+
+    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        key = tf.stack([tf.constant(seed, tf.int64), epoch])
+        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    return (
+        tf.data.Dataset.range(first, last)
+        .flat_map(one_epoch)
+        .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+        .prefetch(tf.data.AUTOTUNE)
     )
 
 

@@ -99,7 +99,7 @@ def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(cfg.model)
     compile_model(model, cfg.optimizer)
-    result = fit(model, splits, cfg.train, callbacks=[])
+    result = fit(model, splits, cfg.train, callbacks=[], seed=cfg.seed)
     val_losses = result.history["val_loss"]
     assert result.epochs_run == len(val_losses) < 8
     best = val_losses.index(min(val_losses))

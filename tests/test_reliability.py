@@ -1,0 +1,154 @@
+"""Reliability: identical reruns, resume after a kill, clean failures, safe defaults."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def histories(store, run) -> dict[str, list[tuple[int, float]]]:
+    client = store.client()
+    return {
+        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        for name in EPOCH_METRICS
+    }
+
+
+def deterministic_args(tmp_path, mnist_npz, store, name: str) -> list[str]:
+    return [
+        f"data.path={mnist_npz}",
+        "train.epochs=4",
+        "train.deterministic=true",
+        f"hydra.run.dir={tmp_path / name}",
+        *store.overrides,
+    ]
+
+
+def test_deterministic_runs_repeat_exactly(tmp_path, store, mnist_npz):
+    for name in ("first", "second"):
+        done = run_cli(deterministic_args(tmp_path, mnist_npz, store, name), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+    first, second = store.runs()
+    assert histories(store, first) == histories(store, second)
+    assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
+    assert first.data.metrics["test_loss"] == second.data.metrics["test_loss"]
+
+
+def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(
+    tmp_path, store, mnist_npz
+):
+    # The reference: 4 epochs, never interrupted.
+    done = run_cli(deterministic_args(tmp_path, mnist_npz, store, "whole"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (whole,) = store.runs()
+
+    # The same run, killed (SIGTERM) once epoch 2 of 4 is done.
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mnist_exp.run",
+            *deterministic_args(tmp_path, mnist_npz, store, "cut"),
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        for line in process.stdout:
+            if line.startswith("Epoch 3/4"):
+                process.send_signal(signal.SIGTERM)
+                killed_at = time.monotonic()
+                break
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert time.monotonic() - killed_at < 15  # "within a few seconds", generously
+    cut = next(run for run in store.runs() if run.info.run_id != whole.info.run_id)
+    assert cut.info.status == "KILLED"
+    assert cut.data.tags["last_completed_epoch"] == "2"
+    assert (tmp_path / "cut" / "checkpoints" / "last.keras").is_file()
+
+    # Resume by run id: the same MLflow run finishes the remaining epochs.
+    done = run_cli([f"resume={cut.info.run_id}", *store.overrides], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    runs = store.runs()
+    assert len(runs) == 2, "resume must reopen the run, not start a new one"
+    resumed = store.client().get_run(cut.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["resumed_after_epoch"] == "2"
+    assert resumed.data.params == {**whole.data.params, **resumed.data.params}  # not re-logged
+    assert histories(store, resumed) == histories(store, whole)
+    for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
+        assert resumed.data.metrics[metric] == whole.data.metrics[metric], metric
+
+
+def test_resume_of_something_unknown_is_a_one_line_error(tmp_path, store):
+    done = run_cli(["resume=0123456789abcdef0123456789abcdef", *store.overrides], cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error: resume=0123456789abcdef0123456789abcdef: ")
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_diverging_run_fails_cleanly_with_reason_nan_loss(tmp_path, store, mnist_npz):
+    done = run_cli(
+        [
+            f"data.path={mnist_npz}",
+            "optimizer=sgd",
+            "optimizer.learning_rate=1e6",
+            "train.epochs=3",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            *store.overrides,
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: the run failed (nan_loss): loss became nan in epoch 1"
+    )
+    assert "Traceback" not in done.stderr
+    (run,) = store.runs()
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "nan_loss"
+    assert run.data.tags["last_completed_epoch"] == "1"  # what was reached is logged
+
+
+def test_unreachable_tracking_server_fails_fast_before_training(tmp_path, mnist_npz):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    done = run_cli([f"tracking.uri={uri}", f"data.path={mnist_npz}"], cwd=tmp_path, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        f"error: tracking.uri={uri}: the MLflow server does not answer "
+        "([Errno 111] Connection refused)"
+    )
+    assert time.monotonic() - started < 30  # bounded, unlike MLflow's own retries
+
+
+def test_every_server_command_in_readme_and_makefile_binds_loopback():
+    readme_code = "\n".join(
+        re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    )
+    lines = [*readme_code.splitlines(), *(REPO / "Makefile").read_text().splitlines()]
+    commands = [line for line in lines if re.search(r"mlflow (ui|server|models serve)\b", line)]
+    assert len(commands) >= 3, "the README documents the UI and serving"
+    for command in commands:
+        assert "--host 127.0.0.1" in command, command
