@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import run_cli
+import pytest
+from conftest import Store, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -24,43 +25,53 @@ def histories(store, run) -> dict[str, list[tuple[int, float]]]:
     }
 
 
-def deterministic_args(tmp_path, mnist_npz, store, name: str) -> list[str]:
+def deterministic_args(folder, mnist_npz, store, name: str) -> list[str]:
     return [
         f"data.path={mnist_npz}",
         "train.epochs=4",
         "train.deterministic=true",
-        f"hydra.run.dir={tmp_path / name}",
+        f"hydra.run.dir={folder / name}",
         *store.overrides,
     ]
 
 
-def test_deterministic_runs_repeat_exactly(tmp_path, store, mnist_npz):
-    for name in ("first", "second"):
-        done = run_cli(deterministic_args(tmp_path, mnist_npz, store, name), cwd=tmp_path)
-        assert done.returncode == 0, done.stderr
-    first, second = store.runs()
-    assert histories(store, first) == histories(store, second)
-    assert first.data.metrics["test_accuracy"] == second.data.metrics["test_accuracy"]
-    assert first.data.metrics["test_loss"] == second.data.metrics["test_loss"]
+def run_id_of(stdout: str) -> str:
+    """The run id a finished run prints in its summary."""
+    return re.search(r"^mlflow run\s+([0-9a-f]{32})", stdout, flags=re.M).group(1)
 
 
-def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(
-    tmp_path, store, mnist_npz
-):
-    # The reference: 4 epochs, never interrupted.
-    done = run_cli(deterministic_args(tmp_path, mnist_npz, store, "whole"), cwd=tmp_path)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, mnist_npz):
+    """One deterministic 4-epoch run that was never interrupted: (store, folder, run)."""
+    folder = tmp_path_factory.mktemp("deterministic")
+    store = Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifacts=folder / "artifacts")
+    done = run_cli(deterministic_args(folder, mnist_npz, store, "whole"), cwd=folder)
     assert done.returncode == 0, done.stderr
-    (whole,) = store.runs()
+    return store, folder, store.client().get_run(run_id_of(done.stdout))
 
+
+def test_deterministic_runs_repeat_exactly(reference, mnist_npz):
+    store, folder, whole = reference
+    done = run_cli(deterministic_args(folder, mnist_npz, store, "again"), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    again = store.client().get_run(run_id_of(done.stdout))
+    assert again.info.run_id != whole.info.run_id
+    assert histories(store, again) == histories(store, whole)
+    assert again.data.metrics["test_accuracy"] == whole.data.metrics["test_accuracy"]
+    assert again.data.metrics["test_loss"] == whole.data.metrics["test_loss"]
+
+
+def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(reference, mnist_npz):
+    store, folder, whole = reference
     # The same run, killed (SIGTERM) once epoch 2 of 4 is done.
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "mnist_exp.run",
-            *deterministic_args(tmp_path, mnist_npz, store, "cut"),
+            *deterministic_args(folder, mnist_npz, store, "cut"),
         ],
-        cwd=tmp_path,
+        cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -77,20 +88,20 @@ def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(
         process.kill()
     assert process.returncode == 130, stderr
     assert time.monotonic() - killed_at < 15  # "within a few seconds", generously
-    cut = next(run for run in store.runs() if run.info.run_id != whole.info.run_id)
+    (cut,) = [run for run in store.runs() if run.data.tags.get("output_dir", "").endswith("cut")]
     assert cut.info.status == "KILLED"
     assert cut.data.tags["last_completed_epoch"] == "2"
-    assert (tmp_path / "cut" / "checkpoints" / "last.keras").is_file()
+    assert (folder / "cut" / "checkpoints" / "last.keras").is_file()
+    runs_before = len(store.runs())
 
     # Resume by run id: the same MLflow run finishes the remaining epochs.
-    done = run_cli([f"resume={cut.info.run_id}", *store.overrides], cwd=tmp_path)
+    done = run_cli([f"resume={cut.info.run_id}", *store.overrides], cwd=folder)
     assert done.returncode == 0, done.stderr
-    runs = store.runs()
-    assert len(runs) == 2, "resume must reopen the run, not start a new one"
+    assert len(store.runs()) == runs_before, "resume must reopen the run, not start a new one"
     resumed = store.client().get_run(cut.info.run_id)
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed_after_epoch"] == "2"
-    assert resumed.data.params == {**whole.data.params, **resumed.data.params}  # not re-logged
+    assert resumed.data.params == whole.data.params  # logged once, never re-logged
     assert histories(store, resumed) == histories(store, whole)
     for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
         assert resumed.data.metrics[metric] == whole.data.metrics[metric], metric
