@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
 PLACEMENTS = ("first", "last", "all")
+BACKENDS = ("tensorflow", "jax")
 
 
 class ConfigError(Exception):
@@ -129,6 +130,12 @@ class TrainConfig:
     )
     intra_op_threads: int = _key(
         0, "TensorFlow threads per op; 0: auto (all cores, or cores / parallel jobs).", ge=0
+    )
+    backend: str = _key(
+        "tensorflow", "Keras backend, chosen before Keras is imported.", choices=BACKENDS
+    )
+    steps_per_execution: int = _key(
+        1, "Training steps per compiled call (same updates, less Python overhead).", ge=1
     )
     deterministic: bool = _key(
         False, "Bit-identical reruns: TensorFlow op determinism (slower, see README)."

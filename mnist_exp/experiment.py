@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +12,7 @@ import keras
 import mlflow
 from omegaconf import DictConfig
 
-from mnist_exp import tracking
+from mnist_exp import STARTED_AT, tracking
 from mnist_exp.data import NUM_CLASSES, Splits
 from mnist_exp.leaderboard import OBJECTIVE
 from mnist_exp.model import build_model, compile_model, parameter_counts
@@ -57,8 +59,13 @@ def run_experiment(
         run_context = tracking.tracked_run(experiment_id, None, {}, run_id=resume_from.run_id)
     with run_context as run:
         threads = configure_threads(cfg.train, job.parallel_jobs)
-        mlflow.set_tags({f"threads.{pool}": str(count) for pool, count in threads.items()})
-        if cfg.train.deterministic:
+        mlflow.set_tags(
+            {
+                "keras.backend": keras.backend.backend(),
+                **{f"threads.{pool}": str(count) for pool, count in threads.items()},
+            }
+        )
+        if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
             import tensorflow as tf
 
             tf.config.experimental.enable_op_determinism()
@@ -68,11 +75,13 @@ def run_experiment(
         else:
             model = load_checkpoint_model(resume_from)
             mlflow.set_tag("resumed_after_epoch", str(resume_from.epoch))
-        callbacks: list = [EpochMetricsCallback(tracking.log_epoch)]
+        clock = EpochMetricsCallback(tracking.log_epoch)
+        callbacks: list = [clock]
         checkpoints = resume_from.folder if resume_from else _checkpoint_folder(job)
         if cfg.train.checkpoint and checkpoints is not None:
             callbacks.append(SaveCheckpoint(checkpoints, run.info.run_id, resume_from))
         fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
+        mlflow.log_metrics(_timings(clock))
         report = ClassificationReport(
             splits.y_test, predict_probabilities(model, splits.x_test), list(splits.class_names)
         )
@@ -86,10 +95,23 @@ def run_experiment(
     return fitted.val_accuracy
 
 
+def _timings(clock: EpochMetricsCallback) -> dict[str, float]:
+    """Where the time went: start-up, training, and MLflow's share of each epoch."""
+    timings = {"fit_seconds": time.perf_counter() - clock.started_at}
+    timings["startup_seconds"] = clock.started_at - STARTED_AT
+    if clock.logging_seconds:
+        timings["mlflow_seconds_per_epoch"] = sum(clock.logging_seconds) / len(
+            clock.logging_seconds
+        )
+    return timings
+
+
 def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
     """Build and compile the configured model and log its config and summary."""
     model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
-    compile_model(model, cfg.optimizer)
+    # More steps per call than an epoch has breaks Keras on JAX; it gains nothing anyway.
+    steps_per_epoch = math.ceil(len(splits.y_train) / cfg.train.batch_size)
+    compile_model(model, cfg.optimizer, min(cfg.train.steps_per_execution, steps_per_epoch))
     counts = parameter_counts(model)
     tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
     tracking.log_summary(model)

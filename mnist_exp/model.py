@@ -38,13 +38,16 @@ def build_model(model_cfg: DictConfig, input_dim: int = 784, num_classes: int = 
     return keras.Sequential(stack, name=model_cfg.name)
 
 
-def compile_model(model: keras.Model, optimizer_cfg: DictConfig) -> None:
+def compile_model(
+    model: keras.Model, optimizer_cfg: DictConfig, steps_per_execution: int = 1
+) -> None:
     """Compile with the allow-listed optimizer, sparse categorical cross-entropy and accuracy."""
     settings = {key: value for key, value in optimizer_cfg.items() if key != "name"}
     model.compile(
         optimizer=OPTIMIZER_CLASSES[optimizer_cfg.name](**settings),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
+        steps_per_execution=steps_per_execution,
     )
 
 

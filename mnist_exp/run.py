@@ -8,6 +8,7 @@ imported only once a run really starts, so ``--help`` and ``--cfg job`` answer a
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -69,6 +70,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
             )
         typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
+    select_backend(typed.train.backend)
     # TensorFlow and MLflow load only now that config and data are known to be good.
     from mnist_exp.experiment import JobInfo, run_experiment
 
@@ -80,6 +82,19 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         parallel_jobs=_parallel_jobs(hydra_cfg) if in_sweep else 1,
     )
     return run_experiment(typed, splits, job, resume_from)
+
+
+def select_backend(backend: str) -> None:
+    """Point Keras at ``backend``; it must happen before Keras is first imported."""
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != backend:
+        raise ConfigError(
+            f"train.backend={backend}: this process already runs Keras on "
+            f"{keras.backend.backend()}; run it in a process of its own"
+        )
+    if backend == "jax" and importlib.util.find_spec("jax") is None:
+        raise ConfigError('train.backend=jax: JAX is not installed; pip install -e ".[jax]"')
+    os.environ["KERAS_BACKEND"] = backend
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,15 +94,24 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class EpochMetricsCallback(keras.callbacks.Callback):
-    """Passes each epoch's Keras logs to ``log_metrics(metrics, step)``, step = epoch (from 1)."""
+    """Passes each epoch's Keras logs to ``log_metrics(metrics, step)``, step = epoch (from 1),
+    and keeps the clock: when training started and how long the logging took."""
 
     def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
         super().__init__()
         self.log_metrics = log_metrics
+        self.started_at: float | None = None  # perf_counter() when fit began
+        self.logging_seconds: list[float] = []
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        """Note when training started."""
+        self.started_at = time.perf_counter()
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Forward the finished epoch's metrics."""
+        """Forward the finished epoch's metrics, timing the write."""
+        start = time.perf_counter()
         self.log_metrics({name: float(value) for name, value in (logs or {}).items()}, epoch + 1)
+        self.logging_seconds.append(time.perf_counter() - start)
 
 
 def fit(

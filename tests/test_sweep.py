@@ -155,13 +155,14 @@ def test_bad_value_anywhere_in_a_grid_stops_the_sweep_before_any_job(tmp_path, s
 
 @pytest.mark.parametrize("n_jobs", [2, 4])
 def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, sweep, n_jobs):
+    dropouts = ",".join(f"0.{i + 1}" for i in range(n_jobs))  # as many jobs as workers
     done = sweep(
-        "model.dropout=0.1,0.2,0.3,0.4", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"
+        f"model.dropout={dropouts}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"
     )
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
     kids = children[parent.info.run_id]
-    assert sorted(kid.info.status for kid in kids) == ["FINISHED"] * 4
+    assert sorted(kid.info.status for kid in kids) == ["FINISHED"] * n_jobs
     client = store.client()
     for kid in kids:
         assert {

@@ -1,0 +1,209 @@
+"""``python -m bench`` (or ``make bench``): mnist_exp against a plain Keras script.
+
+In one sitting, on the same data (``../shared/data/mnist.npz`` when present, else the
+offline subset), epochs, batch size and seed, it runs the plain script
+(``bench/plain_keras.py``) and ``python -m mnist_exp.run`` in several configurations, and
+reports wall time, training samples/s, achieved GFLOP/s against the measured matmul peak,
+test accuracy and every ratio to the plain script; plus the time of ``--help`` and
+``--cfg job``, launch-to-training, MLflow's cost per epoch and the end-to-end overhead.
+Writes ``bench/results/bench.json``; ``BENCHMARKS.md`` quotes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+FULL_MNIST = REPO.parent / "shared" / "data" / "mnist.npz"
+EPOCHS, BATCH, SEED = 10, 32, 42
+# Training FLOPs per sample of the reference MLP: 2 (multiply-add) x 3 (forward, two
+# backward products) x its 251,136 dense weights.
+FLOP_PER_SAMPLE = 6 * (784 * 256 + 256 * 128 + 128 * 128 + 128 * 10)
+CONFIGS = {
+    "mnist_exp default": [],
+    "steps_per_execution=32": ["train.steps_per_execution=32"],
+    "jax": ["train.backend=jax"],
+    "jax, steps_per_execution=64": ["train.backend=jax", "train.steps_per_execution=64"],
+}
+
+
+def timed(command: list[str], cwd: Path) -> tuple[float, str]:
+    """Run a command; return its wall time and stdout (raise on failure)."""
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def data_file(workdir: Path) -> tuple[Path, str]:
+    """The benchmark data: full MNIST if present, else the offline subset saved as .npz."""
+    if FULL_MNIST.exists():
+        return FULL_MNIST, "full MNIST (60k train / 10k test)"
+    import numpy as np
+
+    from mnist_exp.data import offline_subset
+
+    (x, y), (x_test, y_test) = offline_subset(0.2, SEED)
+    path = workdir / "offline.npz"
+    np.savez(path, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
+    return path, "offline subset (4k train / 1k test)"
+
+
+def startup_times(workdir: Path) -> dict[str, float]:
+    """Median wall time of --help and --cfg job (three tries each)."""
+    result = {}
+    for name, args in {"--help": ["--help"], "--cfg job": ["--cfg", "job"]}.items():
+        tries = [timed([sys.executable, "-m", "mnist_exp.run", *args], workdir)[0] for _ in "abc"]
+        result[name] = statistics.median(tries)
+    return result
+
+
+def main() -> None:
+    """Run everything, print the table, write bench/results/bench.json."""
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        data, data_name = data_file(workdir)
+        wall, out = timed(
+            [
+                sys.executable,
+                "-m",
+                "bench.plain_keras",
+                str(data),
+                str(EPOCHS),
+                str(BATCH),
+                str(SEED),
+            ],
+            REPO,
+        )
+        plain = json.loads(out.strip().splitlines()[-1])
+        peak = plain["matmul_peak_gflops"]
+        rows = [
+            _row(
+                "plain Keras script",
+                wall,
+                plain["fit_seconds"],
+                plain["train_samples"],
+                plain["test_accuracy"],
+                peak,
+                plain,
+            )
+        ]
+        store = f"sqlite:///{workdir / 'mlflow.db'}"
+        for name, overrides in CONFIGS.items():
+            wall, out = timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "mnist_exp.run",
+                    f"data.path={data}",
+                    f"train.epochs={EPOCHS}",
+                    f"train.batch_size={BATCH}",
+                    f"seed={SEED}",
+                    "train.verbose=0",
+                    f"tracking.uri={store}",
+                    f"tracking.artifact_location={workdir / 'artifacts'}",
+                    f"hydra.run.dir={workdir / re.sub(r'[^a-z0-9]+', '_', name)}",
+                    *overrides,
+                ],
+                workdir,
+            )
+            run_id = next(
+                line.split()[2] for line in out.splitlines() if line.startswith("mlflow run")
+            )
+            run = MlflowClient(tracking_uri=store).get_run(run_id)
+            metrics = run.data.metrics
+            samples = int(run.data.tags["dataset.train_samples"])
+            rows.append(
+                _row(
+                    name,
+                    wall,
+                    metrics["fit_seconds"],
+                    samples,
+                    metrics["test_accuracy"],
+                    peak,
+                    plain,
+                    metrics,
+                )
+            )
+        startup = startup_times(workdir)
+    result = {
+        "command": "python -m bench",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "data": data_name,
+        "epochs": EPOCHS,
+        "batch_size": BATCH,
+        "seed": SEED,
+        "matmul_peak_gflops": round(peak, 1),
+        "flop_per_training_sample": FLOP_PER_SAMPLE,
+        "rows": rows,
+        "startup_seconds": {name: round(value, 2) for name, value in startup.items()},
+    }
+    out_file = REPO / "bench" / "results" / "bench.json"
+    out_file.write_text(json.dumps(result, indent=2) + "\n")
+    print(_table(result))
+    print(f"\nwritten to {out_file.relative_to(REPO)}")
+
+
+def _row(name, wall, fit_seconds, samples, accuracy, peak, plain, metrics=None) -> dict:
+    rate = samples * EPOCHS / fit_seconds
+    row = {
+        "config": name,
+        "wall_seconds": round(wall, 1),
+        "train_seconds": round(fit_seconds, 1),
+        "samples_per_second": round(rate),
+        "gflops": round(rate * FLOP_PER_SAMPLE / 1e9, 1),
+        "fraction_of_peak": round(rate * FLOP_PER_SAMPLE / 1e9 / peak, 3),
+        "test_accuracy": round(accuracy, 4),
+        "speedup_vs_plain": round(plain["fit_seconds"] / fit_seconds, 2),
+        "overhead_seconds": round(wall - fit_seconds, 1),
+    }
+    if metrics:
+        row["startup_seconds"] = round(metrics["startup_seconds"], 1)
+        row["mlflow_ms_per_epoch"] = round(1000 * metrics["mlflow_seconds_per_epoch"], 1)
+    return row
+
+
+def _table(result: dict) -> str:
+    head = (
+        f"{result['data']}, {result['epochs']} epochs, batch {result['batch_size']}, "
+        f"{result['machine']['cores']} cores; matmul peak "
+        f"{result['matmul_peak_gflops']} GFLOP/s"
+    )
+    lines = [
+        head,
+        "",
+        "| config | train s | samples/s | GFLOP/s (of peak) | test acc | "
+        "speed-up vs plain | wall s | overhead s | launch→train s | MLflow ms/epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['config']} | {row['train_seconds']} | {row['samples_per_second']:,} | "
+            f"{row['gflops']} ({row['fraction_of_peak']:.0%}) | {row['test_accuracy']:.4f} | "
+            f"{row['speedup_vs_plain']:.2f}x | {row['wall_seconds']} | "
+            f"{row['overhead_seconds']} | {row.get('startup_seconds', '-')} | "
+            f"{row.get('mlflow_ms_per_epoch', '-')} |"
+        )
+    startup = result["startup_seconds"]
+    lines.append(
+        f"\n`--help`: {startup['--help']} s, `--cfg job`: {startup['--cfg job']} s (median of 3)"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
