@@ -12,13 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 
 from mnist_exp.errors import EXIT_BAD_CONFIG, EXIT_RUN_FAILED
 from mnist_exp.images import load_digits
+from mnist_exp.resume import RUN_ID
 
-RUN_ID = re.compile(r"[0-9a-f]{32}")
 DEFAULT_STORE = "sqlite:///outputs/mlflow.db"
 
 

@@ -15,7 +15,7 @@ from mnist_exp.config import ConfigError, validate
 MODEL_FILE = "last.keras"  # model and optimizer state after the last completed epoch
 STATE_FILE = "checkpoint.json"  # run id, epochs completed, metric history
 CHECKPOINTS = "checkpoints"  # inside the run's output folder
-RUN_ID = re.compile(r"[0-9a-f]{32}")
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # an MLflow run id
 
 
 @dataclass(frozen=True)
