@@ -43,7 +43,7 @@ def evaluate(cfg: DictConfig, splits: Splits) -> float:
     from mnist_exp.report import ClassificationReport
     from mnist_exp.train import predict_probabilities
 
-    tracking.open_experiment(cfg.tracking)  # also points MLflow at the store
+    experiment_id = tracking.open_experiment(cfg.tracking)  # also points MLflow at the store
     uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
     try:
         model = tracking.load_model(uri)
@@ -58,7 +58,6 @@ def evaluate(cfg: DictConfig, splits: Splits) -> float:
         f"{len(splits.y_test)} test samples, {splits.variant} {splits.name})"
     )
     if cfg.log:
-        experiment_id = tracking.open_experiment(cfg.tracking)
         tags = {**splits.tags(), "mnist_exp.kind": "evaluation", "evaluated_model": uri}
         with tracking.tracked_run(experiment_id, f"evaluate {uri}", tags) as run:
             mlflow.log_metrics(report.metrics())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from mnist_exp.train import (
     fit,
     load_checkpoint_model,
     predict_probabilities,
+    steps_per_epoch,
 )
 
 
@@ -110,8 +110,8 @@ def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
     """Build and compile the configured model and log its config and summary."""
     model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
     # More steps per call than an epoch has breaks Keras on JAX; it gains nothing anyway.
-    steps_per_epoch = math.ceil(len(splits.y_train) / cfg.train.batch_size)
-    compile_model(model, cfg.optimizer, min(cfg.train.steps_per_execution, steps_per_epoch))
+    steps = steps_per_epoch(splits, cfg.train.batch_size)
+    compile_model(model, cfg.optimizer, min(cfg.train.steps_per_execution, steps))
     counts = parameter_counts(model)
     tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
     tracking.log_summary(model)

@@ -71,10 +71,10 @@ def _output_folder_of_run(run_id: str, tracking_uri: str) -> Path:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_exp.tracking import absolute_store_uri
+    from mnist_exp.tracking import absolute_store_uri, sqlite_path
 
     uri = absolute_store_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    if (path := sqlite_path(uri)) is not None and not path.is_file():
         raise ConfigError(f"resume={run_id}: no MLflow store at {uri} (set tracking.uri)")
     try:
         run = MlflowClient(tracking_uri=uri).get_run(run_id)

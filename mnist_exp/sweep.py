@@ -159,8 +159,8 @@ def _publish(client, parent_id: str, board: Leaderboard) -> None:
         out = Path(folder)
         (out / "leaderboard.csv").write_text(csv_table(rows))
         markdown = markdown_table(rows)
-        if board.seed_groups():
-            markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(board.seed_groups())
+        if groups := board.seed_groups():
+            markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(groups)
         (out / "leaderboard.md").write_text(markdown)
         from mnist_exp.figures import objective_by_param
 
@@ -197,8 +197,8 @@ def _terminal_summary(
         f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
         text_table(board.rows()),
     ]
-    if board.seed_groups():
-        lines += ["", "Mean ± std over seeds:", text_table(board.seed_groups())]
+    if groups := board.seed_groups():
+        lines += ["", "Mean ± std over seeds:", text_table(groups)]
     if board.best is not None:
         lines.append(f"\nbest run     {board.best.run_id} (tagged sweep.best=true)")
         if registered:

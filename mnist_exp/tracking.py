@@ -31,12 +31,18 @@ if TYPE_CHECKING:
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file behind a ``sqlite:///`` URI (relative or absolute), else None."""
+    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
+
+
 def absolute_store_uri(uri: str) -> str:
     """Turn a relative ``sqlite:///outputs/...`` URI into an absolute one (others unchanged)."""
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
-        return prefix + str(Path(uri[len(prefix) :]).resolve())
-    return uri
+    path = sqlite_path(uri)
+    return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
 def ui_command(uri: str) -> str:
@@ -50,8 +56,8 @@ def ui_command(uri: str) -> str:
 def open_experiment(tracking_cfg: DictConfig) -> str:
     """Point MLflow at the configured store and return the experiment id, creating it once."""
     uri = absolute_store_uri(tracking_cfg.uri)
-    if uri.startswith("sqlite:///"):
-        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    if (path := sqlite_path(uri)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
     if experiment is not None:

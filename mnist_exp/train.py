@@ -137,7 +137,7 @@ def fit(
                 monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
             )
         )
-    steps = math.ceil(len(splits.y_train) / train_cfg.batch_size)
+    steps = steps_per_epoch(splits, train_cfg.batch_size)
     new = model.fit(
         epoch_batches(splits, train_cfg.batch_size, seed, done, train_cfg.epochs),
         steps_per_epoch=steps,
@@ -161,6 +161,11 @@ def fit(
         val_accuracy=float(history["val_accuracy"][kept_epoch]),
         epochs_run=len(history["val_loss"]),
     )
+
+
+def steps_per_epoch(splits: Splits, batch_size: int) -> int:
+    """Gradient steps in one pass over the training set (the last batch may be short)."""
+    return math.ceil(len(splits.y_train) / batch_size)
 
 
 def epoch_batches(splits: Splits, batch_size: int, seed: int, first: int, last: int):
