@@ -130,21 +130,24 @@ def fit(
     stops being finite.
     """
     done = resume_from.epoch if resume_from else 0
-    callbacks = [*callbacks, StopOnDivergence()]
+    batches = ShuffledEpochs(splits, train_cfg.batch_size, seed)
+    callbacks = [batches, *callbacks, StopOnDivergence()]
     if train_cfg.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
             )
         )
-    steps = steps_per_epoch(splits, train_cfg.batch_size)
+    if keras.backend.backend() == "jax" and model.steps_per_execution > 1:
+        from mnist_exp.jax_steps import use_scanned_steps
+
+        use_scanned_steps(model)
     new = model.fit(
-        epoch_batches(splits, train_cfg.batch_size, seed, done, train_cfg.epochs),
-        steps_per_epoch=steps,
+        batches.dataset,
         validation_data=(splits.x_val, splits.y_val),
         validation_batch_size=PREDICT_BATCH,
         initial_epoch=done,
-        shuffle=False,  # the stream is already shuffled per epoch
+        shuffle=False,  # ShuffledEpochs shuffles each epoch
         epochs=train_cfg.epochs,
         callbacks=callbacks,
         verbose=train_cfg.verbose,
@@ -168,25 +171,42 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
     return math.ceil(len(splits.y_train) / batch_size)
 
 
-def epoch_batches(splits: Splits, batch_size: int, seed: int, first: int, last: int):
-    """Training batches for epochs ``first`` .. ``last - 1`` as one ``tf.data`` stream;
-    epoch e is shuffled by a stateless permutation keyed on (seed, e)."""
-    import tensorflow as tf
+class ShuffledEpochs(keras.callbacks.Callback):
+    """The training batches of one epoch as a ``tf.data`` dataset, re-shuffled for every
+    epoch by a stateless permutation keyed on (seed, epoch).
 
-    images, labels = tf.constant(splits.x_train), tf.constant(splits.y_train)
-    count = len(splits.y_train)
+    Pass it to ``fit`` both as the data (``.dataset``) and as a callback: the callback
+    sets the epoch before Keras starts iterating, so the order depends only on (seed,
+    epoch) and a resumed run sees the same batches as one that never stopped. Each
+    epoch is a dataset of its own (not one stream over all epochs), so
+    ``steps_per_execution`` cannot pull batches across an epoch boundary.
+    """
 
-    def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
-        key = tf.stack([tf.constant(seed, tf.int64), epoch])
-        order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
-        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    def __init__(self, splits: Splits, batch_size: int, seed: int) -> None:
+        super().__init__()
+        import tensorflow as tf
 
-    return (
-        tf.data.Dataset.range(first, last)
-        .flat_map(one_epoch)
-        .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-        .prefetch(tf.data.AUTOTUNE)
-    )
+        self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+        images, labels = tf.constant(splits.x_train), tf.constant(splits.y_train)
+        count = len(splits.y_train)
+
+        def shuffled_order(_: tf.Tensor) -> tf.data.Dataset:
+            key = tf.stack([tf.constant(seed, tf.int64), self._epoch.read_value()])
+            order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
+            return tf.data.Dataset.from_tensor_slices(order)
+
+        self.dataset = (
+            tf.data.Dataset.range(1)
+            .flat_map(shuffled_order)
+            .batch(batch_size)
+            .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
+            .apply(tf.data.experimental.assert_cardinality(steps_per_epoch(splits, batch_size)))
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Key the coming epoch's shuffle on its number."""
+        self._epoch.assign(epoch)
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
