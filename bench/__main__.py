@@ -35,6 +35,7 @@ CONFIGS = {
     "steps_per_execution=32": ["train.steps_per_execution=32"],
     "jax": ["train.backend=jax"],
     "jax, steps_per_execution=64": ["train.backend=jax", "train.steps_per_execution=64"],
+    "jax, steps_per_execution=256": ["train.backend=jax", "train.steps_per_execution=256"],
 }
 
 

@@ -49,6 +49,10 @@ def run_experiment(
     With ``resume_from``, the interrupted run is reopened (its params stay as logged) and
     training continues from the checkpoint's epoch.
     """
+    if keras.backend.backend() == "jax":
+        from mnist_exp.jax_backend import keep_tensorflow_out
+
+        keep_tensorflow_out()
     experiment_id = tracking.open_experiment(cfg.tracking)
     if resume_from is None:
         parent_run_id = find_parent_run(experiment_id, job.sweep) if job.sweep else None
@@ -127,8 +131,11 @@ def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, in
 
     0 means automatic: TensorFlow's own default for a job alone; with N parallel jobs,
     cores // N intra-op threads and 1 inter-op thread. A reused worker process keeps the
-    pools it started with (TensorFlow cannot change them once running).
+    pools it started with (TensorFlow cannot change them once running). On the JAX
+    backend these pools do not exist (and TensorFlow is not imported): returns {}.
     """
+    if keras.backend.backend() != "tensorflow":
+        return {}
     import tensorflow as tf
 
     cores = os.cpu_count() or 1

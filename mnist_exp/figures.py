@@ -1,15 +1,13 @@
-"""Every PNG the project draws (matplotlib, non-interactive Agg backend)."""
+"""Every PNG the project draws (matplotlib ``Figure`` objects rendered by Agg; pyplot,
+with its global state and GUI machinery, is never imported)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import matplotlib
-
-matplotlib.use("Agg")
 import numpy as np
-from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
     from mnist_exp.leaderboard import Leaderboard
@@ -18,16 +16,16 @@ if TYPE_CHECKING:
 DPI = 110
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path, dpi=DPI)
-    plt.close(figure)
     return path
 
 
 def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
     """Loss and accuracy per epoch, training against validation."""
-    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    figure = Figure(figsize=(9, 3.6))
+    axes = figure.subplots(1, 2)
     epochs = np.arange(1, len(history["loss"]) + 1)
     for axis, metric in zip(axes, ("loss", "accuracy"), strict=True):
         axis.plot(epochs, history[metric], marker="o", label="training")
@@ -45,7 +43,8 @@ def confusion_matrix(report: ClassificationReport, path: Path) -> Path:
     """Test-set confusion matrix with counts in every cell."""
     matrix = report.confusion_matrix()
     names = report.class_names
-    figure, axis = plt.subplots(figsize=(6.4, 5.6))
+    figure = Figure(figsize=(6.4, 5.6))
+    axis = figure.subplots()
     shown = axis.imshow(matrix, cmap="Blues")
     figure.colorbar(shown, ax=axis, fraction=0.046)
     axis.set_xticks(range(len(names)), names, rotation=45 if max(map(len, names)) > 2 else 0)
@@ -68,18 +67,27 @@ def confusion_matrix(report: ClassificationReport, path: Path) -> Path:
 
 
 def misclassified(mistakes: list[dict], images: np.ndarray, path: Path) -> Path:
-    """A grid of the most confidently misclassified test digits with their labels."""
-    columns = 5
+    """A grid of the most confidently misclassified test digits with their labels.
+
+    The digits are tiled into one image (one axis, not one per digit: ~8x faster)."""
+    columns, side, gap = 5, 28, 10
     rows = max(1, -(-len(mistakes) // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * 1.7, rows * 1.95))
-    for axis in np.atleast_1d(axes).ravel():
-        axis.axis("off")
-    for axis, mistake in zip(np.atleast_1d(axes).ravel(), mistakes, strict=False):
-        axis.imshow(images[mistake["index"]].reshape(28, 28), cmap="gray_r")
-        axis.set_title(
-            f"true {mistake['true']} → {mistake['predicted']}\np={mistake['probability']:.2f}",
-            fontsize=8,
+    tiles = np.zeros((rows * (side + gap), columns * (side + gap)), dtype=np.float32)
+    figure = Figure(figsize=(columns * 1.7, rows * 1.95))
+    axis = figure.subplots()
+    for number, mistake in enumerate(mistakes):
+        top, left = (number // columns) * (side + gap) + gap, (number % columns) * (side + gap)
+        tiles[top : top + side, left : left + side] = images[mistake["index"]].reshape(side, side)
+        axis.text(
+            left + side / 2,
+            top - 1,
+            f"true {mistake['true']} → {mistake['predicted']}  p={mistake['probability']:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
         )
+    axis.imshow(tiles, cmap="gray_r", vmin=0, vmax=1)
+    axis.axis("off")
     title = "Most confident mistakes (test set)" if mistakes else "No misclassified test digits"
     figure.suptitle(title)
     return _save(figure, path)
@@ -89,9 +97,8 @@ def objective_by_param(board: Leaderboard, path: Path) -> Path | None:
     """A sweep's validation accuracy against each swept key; None if nothing was swept."""
     if not board.swept or not board.ranked:
         return None
-    figure, axes = plt.subplots(
-        1, len(board.swept), figsize=(4 * len(board.swept), 3.4), squeeze=False
-    )
+    figure = Figure(figsize=(4 * len(board.swept), 3.4))
+    axes = figure.subplots(1, len(board.swept), squeeze=False)
     for axis, key in zip(axes[0], board.swept, strict=True):
         values = [r.params.get(key, "") for r in board.ranked]
         scores = [r.val_accuracy for r in board.ranked]

@@ -139,7 +139,7 @@ def fit(
             )
         )
     if keras.backend.backend() == "jax" and model.steps_per_execution > 1:
-        from mnist_exp.jax_steps import use_scanned_steps
+        from mnist_exp.jax_backend import use_scanned_steps
 
         use_scanned_steps(model)
     new = model.fit(
@@ -171,42 +171,72 @@ def steps_per_epoch(splits: Splits, batch_size: int) -> int:
     return math.ceil(len(splits.y_train) / batch_size)
 
 
+def epoch_order(seed: int, epoch: int, count: int) -> np.ndarray:
+    """The order of the ``count`` training examples in ``epoch``: a permutation that
+    depends on (seed, epoch) alone."""
+    return np.random.default_rng((seed, epoch)).permutation(count)
+
+
 class ShuffledEpochs(keras.callbacks.Callback):
-    """The training batches of one epoch as a ``tf.data`` dataset, re-shuffled for every
-    epoch by a stateless permutation keyed on (seed, epoch).
+    """The training batches of one epoch, re-shuffled for every epoch by
+    :func:`epoch_order`.
 
     Pass it to ``fit`` both as the data (``.dataset``) and as a callback: the callback
-    sets the epoch before Keras starts iterating, so the order depends only on (seed,
-    epoch) and a resumed run sees the same batches as one that never stopped. Each
-    epoch is a dataset of its own (not one stream over all epochs), so
-    ``steps_per_execution`` cannot pull batches across an epoch boundary.
+    sets the epoch's order before Keras starts iterating, so a resumed run sees the same
+    batches as one that never stopped. Each epoch is a dataset of its own (not one stream
+    over all epochs), so ``steps_per_execution`` cannot pull batches across an epoch
+    boundary. TensorFlow gets a ``tf.data`` pipeline; JAX gets NumPy batches, so a JAX
+    run never imports TensorFlow.
     """
 
     def __init__(self, splits: Splits, batch_size: int, seed: int) -> None:
         super().__init__()
-        import tensorflow as tf
-
-        self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-        images, labels = tf.constant(splits.x_train), tf.constant(splits.y_train)
-        count = len(splits.y_train)
-
-        def shuffled_order(_: tf.Tensor) -> tf.data.Dataset:
-            key = tf.stack([tf.constant(seed, tf.int64), self._epoch.read_value()])
-            order = tf.random.experimental.stateless_shuffle(tf.range(count, dtype=tf.int64), key)
-            return tf.data.Dataset.from_tensor_slices(order)
-
-        self.dataset = (
-            tf.data.Dataset.range(1)
-            .flat_map(shuffled_order)
-            .batch(batch_size)
-            .map(lambda index: (tf.gather(images, index), tf.gather(labels, index)))
-            .apply(tf.data.experimental.assert_cardinality(steps_per_epoch(splits, batch_size)))
-            .prefetch(tf.data.AUTOTUNE)
-        )
+        self.seed, self.count = seed, len(splits.y_train)
+        if keras.backend.backend() == "tensorflow":
+            self.dataset, self._set_order = _tensorflow_batches(splits, batch_size)
+        else:
+            self.dataset = _ArrayBatches(splits, batch_size)
+            self._set_order = self.dataset.set_order
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        """Key the coming epoch's shuffle on its number."""
-        self._epoch.assign(epoch)
+        """Shuffle for the coming epoch."""
+        self._set_order(epoch_order(self.seed, epoch, self.count))
+
+
+def _tensorflow_batches(splits: Splits, batch_size: int):
+    """A ``tf.data`` dataset of one epoch's batches in the order held by a variable,
+    and the function that sets that order."""
+    import tensorflow as tf
+
+    images, labels = tf.constant(splits.x_train), tf.constant(splits.y_train)
+    order = tf.Variable(tf.range(len(splits.y_train), dtype=tf.int64), trainable=False)
+
+    def batch(step: tf.Tensor):
+        indices = order[step * batch_size : (step + 1) * batch_size]
+        return tf.gather(images, indices), tf.gather(labels, indices)
+
+    steps = steps_per_epoch(splits, batch_size)
+    return tf.data.Dataset.range(steps).map(batch).prefetch(tf.data.AUTOTUNE), order.assign
+
+
+class _ArrayBatches(keras.utils.PyDataset):
+    """One epoch's batches sliced from NumPy arrays in the order last set."""
+
+    def __init__(self, splits: Splits, batch_size: int) -> None:
+        super().__init__()
+        self.images, self.labels, self.batch_size = splits.x_train, splits.y_train, batch_size
+        self.order = np.arange(len(self.labels))
+
+    def set_order(self, order: np.ndarray) -> None:
+        """Use ``order`` from the next batch on."""
+        self.order = order
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        indices = self.order[step * self.batch_size : (step + 1) * self.batch_size]
+        return self.images[indices], self.labels[indices]
 
 
 def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:

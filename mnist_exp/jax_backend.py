@@ -1,4 +1,6 @@
-"""On JAX, run ``steps_per_execution`` training steps as one compiled ``lax.scan``.
+"""What the JAX backend needs: scanned training steps, and TensorFlow kept out.
+
+On JAX, ``steps_per_execution`` training steps run as one compiled ``lax.scan``.
 
 Keras 3's JAX trainer executes ``steps_per_execution`` as a Python loop over a jitted
 single step, so it saves nothing: each of the ~1,700 steps per epoch still pays a
@@ -15,6 +17,18 @@ import jax
 import keras
 import numpy as np
 from keras import tree
+
+
+def keep_tensorflow_out() -> None:
+    """Make Keras behave as if TensorFlow were not installed.
+
+    Keras reaches for TensorFlow whenever it is installed, even on JAX (to seed it, and
+    to recognise its shapes when saving), and importing it costs seconds of start-up. A
+    JAX run uses no TensorFlow, so Keras runs as it does on a JAX-only installation.
+    """
+    from keras.src.utils.module_utils import tensorflow
+
+    tensorflow._available = False
 
 
 def _scan_train_step(model: keras.Model) -> Callable:
