@@ -55,11 +55,11 @@ def data_file(workdir: Path) -> tuple[Path, str]:
         return FULL_MNIST, "full MNIST (60k train / 10k test)"
     import numpy as np
 
-    from mnist_exp.data import offline_subset
+    from mnist_exp.sources import offline_subset
 
-    (x, y), (x_test, y_test) = offline_subset(0.2, SEED)
+    arrays = offline_subset(0.2, SEED)
     path = workdir / "offline.npz"
-    np.savez(path, x_train=x, y_train=y, x_test=x_test, y_test=y_test)
+    np.savez(path, **arrays)
     return path, "offline subset (4k train / 1k test)"
 
 

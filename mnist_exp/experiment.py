@@ -12,8 +12,9 @@ import mlflow
 from omegaconf import DictConfig
 
 from mnist_exp import STARTED_AT, tracking
-from mnist_exp.data import NUM_CLASSES, Splits
+from mnist_exp.data import Splits
 from mnist_exp.leaderboard import OBJECTIVE
+from mnist_exp.lineage import log_datasets
 from mnist_exp.model import build_model, compile_model, parameter_counts
 from mnist_exp.report import ClassificationReport
 from mnist_exp.resume import CHECKPOINTS, Checkpoint
@@ -62,6 +63,8 @@ def run_experiment(
     else:
         run_context = tracking.tracked_run(experiment_id, None, {}, run_id=resume_from.run_id)
     with run_context as run:
+        if resume_from is None:
+            log_datasets(splits)
         threads = configure_threads(cfg.train, job.parallel_jobs)
         mlflow.set_tags(
             {
@@ -112,7 +115,12 @@ def _timings(clock: EpochMetricsCallback) -> dict[str, float]:
 
 def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
     """Build and compile the configured model and log its config and summary."""
-    model = build_model(cfg.model, input_dim=splits.x_train.shape[1], num_classes=NUM_CLASSES)
+    model = build_model(
+        cfg.model,
+        input_dim=splits.x_train.shape[1],
+        num_classes=len(splits.class_names),
+        augment=cfg.data.augment,
+    )
     # More steps per call than an epoch has breaks Keras on JAX; it gains nothing anyway.
     steps = steps_per_epoch(splits, cfg.train.batch_size)
     compile_model(model, cfg.optimizer, min(cfg.train.steps_per_execution, steps))

@@ -70,7 +70,7 @@ def misclassified(mistakes: list[dict], images: np.ndarray, path: Path) -> Path:
     """A grid of the most confidently misclassified test digits with their labels.
 
     The digits are tiled into one image (one axis, not one per digit: ~8x faster)."""
-    columns, side, gap = 5, 28, 10
+    columns, side, gap = 5, 28, 12
     rows = max(1, -(-len(mistakes) // columns))
     tiles = np.zeros((rows * (side + gap), columns * (side + gap)), dtype=np.float32)
     figure = Figure(figsize=(columns * 1.7, rows * 1.95))
@@ -81,14 +81,18 @@ def misclassified(mistakes: list[dict], images: np.ndarray, path: Path) -> Path:
         axis.text(
             left + side / 2,
             top - 1,
-            f"true {mistake['true']} → {mistake['predicted']}  p={mistake['probability']:.2f}",
+            f"{mistake['true']} → {mistake['predicted']}\np={mistake['probability']:.2f}",
             ha="center",
             va="bottom",
             fontsize=7,
         )
     axis.imshow(tiles, cmap="gray_r", vmin=0, vmax=1)
     axis.axis("off")
-    title = "Most confident mistakes (test set)" if mistakes else "No misclassified test digits"
+    title = (
+        "Most confident mistakes (test set): true → predicted"
+        if mistakes
+        else "No misclassified test images"
+    )
     figure.suptitle(title)
     return _save(figure, path)
 

@@ -20,13 +20,28 @@ def _placed(placement: str, index: int, depth: int) -> bool:
     return placement == "all" or index == {"first": 0, "last": depth - 1}[placement]
 
 
-def build_model(model_cfg: DictConfig, input_dim: int = 784, num_classes: int = 10) -> keras.Model:
+def augmentation() -> list[keras.layers.Layer]:
+    """Random shifts (10 %), rotations (±10°) and zoom (±10 %) of 28x28 images, taking
+    and giving flat pixels. Keras applies them in training only: inference is unchanged."""
+    return [
+        layers.Reshape((28, 28, 1)),
+        layers.RandomTranslation(0.1, 0.1, fill_mode="constant"),
+        layers.RandomRotation(10 / 360, fill_mode="constant"),
+        layers.RandomZoom(0.1, fill_mode="constant"),
+        layers.Flatten(),
+    ]
+
+
+def build_model(
+    model_cfg: DictConfig, input_dim: int = 784, num_classes: int = 10, augment: bool = False
+) -> keras.Model:
     """Return the uncompiled MLP the config describes.
 
     Each hidden layer is Dense, then BatchNormalization and Dropout where placed; the
-    output is Dense(num_classes, softmax).
+    output is Dense(num_classes, softmax). With ``augment``, :func:`augmentation` comes
+    first (no weights: the parameter count is unchanged).
     """
-    stack: list = [keras.Input(shape=(input_dim,))]
+    stack: list = [keras.Input(shape=(input_dim,)), *(augmentation() if augment else [])]
     depth = len(model_cfg.hidden_units)
     for index, units in enumerate(model_cfg.hidden_units):
         stack.append(layers.Dense(units, activation=model_cfg.activation))

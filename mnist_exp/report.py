@@ -90,10 +90,11 @@ class ClassificationReport:
 
     def table(self) -> str:
         """Per-class precision/recall/F1 as an aligned text table."""
-        lines = ["class  precision  recall  f1      support"]
+        width = max(5, *map(len, self.class_names))
+        lines = [f"{'class':<{width}}  precision  recall  f1      support"]
         for name, row in self.per_class().items():
             lines.append(
-                f"{name:<5}  {row['precision']:<9.4f}  {row['recall']:<6.4f}  "
+                f"{name:<{width}}  {row['precision']:<9.4f}  {row['recall']:<6.4f}  "
                 f"{row['f1']:<6.4f}  {row['support']}"
             )
         return "\n".join(lines)

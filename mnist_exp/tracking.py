@@ -20,7 +20,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_exp.data import IMAGE_PIXELS, NUM_CLASSES
+from mnist_exp.data import IMAGE_PIXELS
 from mnist_exp.interrupts import deferred
 from mnist_exp.report import ClassificationReport, write_report
 
@@ -157,11 +157,11 @@ def log_epoch(metrics: dict[str, float], step: int) -> None:
         )
 
 
-def model_signature() -> ModelSignature:
-    """Input: float32 rows of 784 pixels in [0, 1]; output: 10 class probabilities."""
+def model_signature(num_classes: int) -> ModelSignature:
+    """Input: float32 rows of 784 pixels in [0, 1]; output: one probability per class."""
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_PIXELS))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, NUM_CLASSES))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
     )
 
 
@@ -195,7 +195,7 @@ def log_model(model: keras.Model, register_as: str | None = None) -> None:
         mlflow.keras.log_model(
             model,
             name="model",
-            signature=model_signature(),
+            signature=model_signature(model.output_shape[-1]),
             pip_requirements=model_requirements(),
             registered_model_name=register_as,
         )

@@ -121,7 +121,7 @@ def test_bad_override_is_one_line_exit_2_before_any_heavy_import(tmp_path, overr
 def test_missing_data_file_is_rejected_before_tensorflow(tmp_path):
     code, _, stderr, heavy = probe_cli(["data.path=nowhere/mnist.npz"], cwd=tmp_path)
     assert (code, heavy) == (2, "")
-    assert stderr == ["error: data.path='nowhere/mnist.npz': no such file"]
+    assert stderr == ["error: data.path='nowhere/mnist.npz': no such file or folder"]
     assert not (tmp_path / "outputs" / "mlflow.db").exists()
 
 
