@@ -39,6 +39,14 @@ def log_datasets(splits: Splits, which: tuple[str, ...] = ("train", "val", "test
                 images, source=source, targets=labels, name=name, digest=splits.digests[split]
             )
         )
-    mlflow.log_inputs(
-        datasets, contexts=[CONTEXTS[split] for split in which], tags_list=[None] * len(which)
-    )
+    contexts = [CONTEXTS[split] for split in which]
+    for attempt in range(3):
+        try:
+            mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(which))
+            return
+        except mlflow.exceptions.MlflowException:
+            # Parallel jobs on the same data race to create the same dataset record
+            # (a unique-constraint error in MLflow's SQL store); once one has created
+            # it, the others just link to it.
+            if attempt == 2:
+                raise
