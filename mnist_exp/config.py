@@ -18,6 +18,8 @@ from omegaconf.errors import OmegaConfBaseException
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
 PLACEMENTS = ("first", "last", "all")
 BACKENDS = ("tensorflow", "jax")
+SCHEDULES = ("constant", "cosine", "exponential", "warmup")
+MODEL_TYPES = ("mlp", "cnn")
 DATASETS = ("mnist", "fashion_mnist", "mnist_subset")
 
 
@@ -71,8 +73,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """``model/``: a multi-layer perceptron on flattened 28x28 images."""
+    """``model/`` with ``type: mlp``: a multi-layer perceptron on flattened 28x28 images."""
 
+    type: str = _key("mlp", "Architecture: mlp or cnn.", choices=MODEL_TYPES)
     name: str = _key("seed", "Label of the architecture (recorded on the run).")
     hidden_units: list[int] = _key([256, 128, 128], "Width of each hidden Dense layer.", ge=1)
     activation: str = _key("relu", "Activation of the hidden layers.", choices=ACTIVATIONS)
@@ -85,7 +88,38 @@ class ModelConfig:
 
 
 @dataclass
-class AdamConfig:
+class CNNConfig(ModelConfig):
+    """``model/`` with ``type: cnn``: convolution blocks on 28x28x1 images, then the Dense
+    layers of ``hidden_units`` (dropout and batch norm placed as for the MLP)."""
+
+    conv_filters: list[int] = _key(
+        [32, 64], "Filters of each convolution block; each block ends in 2x2 max pooling.", ge=1
+    )
+    conv_per_block: int = _key(2, "Conv2D layers per block.", ge=1)
+    kernel_size: int = _key(3, "Convolution kernel size.", ge=1)
+    conv_dropout: float = _key(0.25, "Dropout after each block (0: none).", ge=0, lt=1)
+
+
+@dataclass
+class OptimizerConfig:
+    """Keys every optimizer has: its name, its learning rate and the rate's schedule."""
+
+    name: str = _key("adam", "Optimizer.")
+    learning_rate: float = _key(1e-3, "Step size (the peak, with a schedule).", gt=0)
+    schedule: str = _key(
+        "constant",
+        "Learning-rate schedule: constant; cosine (decay to 0 by the last epoch); "
+        "exponential (times decay_rate per epoch); warmup (linear ramp, then constant).",
+        choices=SCHEDULES,
+    )
+    warmup_epochs: int = _key(
+        0, "Epochs of linear warm-up from 0 (schedule=warmup needs >= 1; cosine may).", ge=0
+    )
+    decay_rate: float = _key(0.9, "Learning-rate factor per epoch (exponential).", gt=0, le=1)
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
     """``optimizer=adam``: Keras defaults."""
 
     name: str = _key("adam", "Optimizer.")
@@ -105,7 +139,7 @@ class AdamWConfig(AdamConfig):
 
 
 @dataclass
-class SGDConfig:
+class SGDConfig(OptimizerConfig):
     """``optimizer=sgd``: stochastic gradient descent with momentum."""
 
     name: str = _key("sgd", "Optimizer.")
@@ -115,7 +149,7 @@ class SGDConfig:
 
 
 @dataclass
-class RMSpropConfig:
+class RMSpropConfig(OptimizerConfig):
     """``optimizer=rmsprop``: Keras defaults."""
 
     name: str = _key("rmsprop", "Optimizer.")
@@ -131,6 +165,13 @@ OPTIMIZERS: dict[str, type] = {
     "adamw": AdamWConfig,
     "sgd": SGDConfig,
     "rmsprop": RMSpropConfig,
+}
+MODELS: dict[str, type] = {"mlp": ModelConfig, "cnn": CNNConfig}
+# Groups whose keys depend on one of their values: group -> (that key, its default,
+# the schema for each value).
+VARIANTS: dict[str, tuple[str, str | None, dict[str, type]]] = {
+    "optimizer": ("name", None, OPTIMIZERS),
+    "model": ("type", "mlp", MODELS),
 }
 
 
@@ -218,14 +259,15 @@ def validate(cfg: DictConfig, root: type = ExperimentConfig) -> DictConfig:
     Raises :class:`ConfigError` with a one-line message naming the offending key.
     """
     schema = OmegaConf.structured(root)
-    if "optimizer" in schema:  # its keys depend on which optimizer was chosen
-        optimizer_name = OmegaConf.select(cfg, "optimizer.name")
-        if optimizer_name not in OPTIMIZERS:
+    for group, (key, default, schemas) in VARIANTS.items():
+        if group not in schema:
+            continue
+        chosen = OmegaConf.select(cfg, f"{group}.{key}", default=default)
+        if chosen not in schemas:
             raise ConfigError(
-                f"optimizer.name={optimizer_name!r} is not allowed; choose one of: "
-                f"{', '.join(OPTIMIZERS)}"
+                f"{group}.{key}={chosen!r} is not allowed; choose one of: {', '.join(schemas)}"
             )
-        schema.optimizer = OmegaConf.structured(OPTIMIZERS[optimizer_name])
+        schema[group] = OmegaConf.structured(schemas[chosen])
     _check_unknown_keys(cfg, schema, prefix="")
     try:
         typed = OmegaConf.merge(schema, cfg)
@@ -233,6 +275,12 @@ def validate(cfg: DictConfig, root: type = ExperimentConfig) -> DictConfig:
     except OmegaConfBaseException as error:
         raise ConfigError(_describe_type_error(error, schema)) from None
     _check_ranges(typed, root, prefix="")
+    optimizer = typed.get("optimizer")
+    if optimizer is not None and optimizer.schedule == "warmup" and optimizer.warmup_epochs < 1:
+        raise ConfigError(
+            "optimizer.warmup_epochs=0 is not allowed with optimizer.schedule=warmup; "
+            "expected an integer >= 1"
+        )
     return typed
 
 

@@ -123,7 +123,9 @@ def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
     )
     # More steps per call than an epoch has breaks Keras on JAX; it gains nothing anyway.
     steps = steps_per_epoch(splits, cfg.train.batch_size)
-    compile_model(model, cfg.optimizer, min(cfg.train.steps_per_execution, steps))
+    compile_model(
+        model, cfg.optimizer, min(cfg.train.steps_per_execution, steps), steps, cfg.train.epochs
+    )
     counts = parameter_counts(model)
     tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
     tracking.log_summary(model)

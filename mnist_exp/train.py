@@ -94,7 +94,8 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class EpochMetricsCallback(keras.callbacks.Callback):
-    """Passes each epoch's Keras logs to ``log_metrics(metrics, step)``, step = epoch (from 1),
+    """Passes each epoch's Keras logs and the optimizer's learning rate to
+    ``log_metrics(metrics, step)``, step = epoch (from 1),
     and keeps the clock: when training started and how long the logging took."""
 
     def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
@@ -110,7 +111,10 @@ class EpochMetricsCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Forward the finished epoch's metrics, timing the write."""
         start = time.perf_counter()
-        self.log_metrics({name: float(value) for name, value in (logs or {}).items()}, epoch + 1)
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        metrics["learning_rate"] = float(rate)  # reached at the end of this epoch
+        self.log_metrics(metrics, epoch + 1)
         self.logging_seconds.append(time.perf_counter() - start)
 
 

@@ -80,7 +80,7 @@ def test_validation_rejects_a_value_outside_its_range(make_config):
 BAD_OVERRIDES = [
     (
         "model.hiden_units=3",
-        "model.hiden_units: unknown key; allowed keys here: name, hidden_units",
+        "model.hiden_units: unknown key; allowed keys here: type, name, hidden_units",
     ),
     ("train.epochs=ten", "train.epochs='ten' is not allowed; expected an integer >= 1"),
     ("model.dropout=1.5", "model.dropout=1.5 is not allowed; expected a number >= 0 and < 1"),
