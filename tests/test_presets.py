@@ -36,9 +36,11 @@ def test_every_preset_composes_trains_and_logs(tmp_path, store):
         assert run.info.status == "FINISHED", run.data.tags.get("error")
         assert "test_accuracy" in run.data.metrics
         rates = [m.value for m in client.get_metric_history(run.info.run_id, "learning_rate")]
-        assert len(rates) == 2 and all(rate > 0 for rate in rates)
+        assert len(rates) == 2 and rates[0] > 0
         if run.data.params["optimizer.schedule"] == "cosine":
-            assert rates[1] < rates[0]  # decaying, and logged per epoch
+            assert rates[1] < rates[0]  # decaying (to 0 at the last step), logged per epoch
+        else:
+            assert rates[1] == rates[0]
     names = {run.data.params["model.name"] for run in runs}
     assert {"seed", "best_mlp", "cnn"} <= names
 
