@@ -37,10 +37,13 @@ def sweep(args: list[str], tmp_path: Path, store) -> list:
 
 
 def test_same_content_has_the_same_digests_whatever_the_file(tmp_path, store, mnist_npz):
-    idx = npz_to_idx(mnist_npz, tmp_path / "idx")
-    from_idx, from_npz = sweep([f"data.path={idx},{mnist_npz}"], tmp_path, store)
+    idx = npz_to_idx(mnist_npz, tmp_path / "idx")  # gzipped, original names
+    plain = npz_to_idx(mnist_npz, tmp_path / "plain", style=1, suffix="")  # train-images.idx3-ubyte
+    from_idx, from_plain, from_npz = sweep(
+        [f"data.path={idx},{plain},{mnist_npz}"], tmp_path, store
+    )
     assert set(digests(from_idx)) == {"training", "validation", "test"}
-    assert digests(from_idx) == digests(from_npz)
+    assert digests(from_idx) == digests(from_plain) == digests(from_npz)
     assert from_idx.inputs.dataset_inputs[0].dataset.name == "mnist"
     source = json.loads(from_idx.inputs.dataset_inputs[0].dataset.source)
     assert source["uri"] == str(idx)
