@@ -43,7 +43,9 @@ class KnownDataset:
 KNOWN = {
     "mnist": KnownDataset(
         cache="mnist.npz",
-        downloads={"mnist.npz": "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"},
+        downloads={
+            "mnist.npz": "sha256:731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
+        },
         offline_fallback=True,
     ),
     "fashion_mnist": KnownDataset(

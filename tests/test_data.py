@@ -250,3 +250,14 @@ def test_augmentation_changes_training_inputs_only(make_config):
     assert np.array_equal(inference, augmented.predict(images, verbose=0))
     training = keras.ops.convert_to_numpy(augmented(images, training=True))
     assert not np.allclose(training, inference)
+
+
+def test_every_known_download_has_a_usable_checksum():
+    import hashlib
+
+    from mnist_exp.sources import KNOWN
+
+    for dataset in KNOWN.values():
+        for name, checksum in dataset.downloads.items():
+            algorithm, expected = checksum.split(":")
+            assert len(expected) == hashlib.new(algorithm).digest_size * 2, name
