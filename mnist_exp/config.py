@@ -212,8 +212,10 @@ class TrackingConfig:
     """``tracking/``: where the MLflow record goes."""
 
     uri: str = _key("sqlite:///outputs/mlflow.db", "MLflow tracking URI.")
-    artifact_location: str = _key(
-        "outputs/mlartifacts", "Artifact folder for a newly created experiment."
+    artifact_location: str | None = _key(
+        "outputs/mlartifacts",
+        "Artifact folder for a newly created experiment (null: the store's default, such as "
+        "a tracking server's proxied artifact storage).",
     )
     experiment: str = _key("mnist", "MLflow experiment name.")
     run_name: str | None = _key(None, "MLflow run name (null: generated).")

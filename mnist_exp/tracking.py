@@ -62,9 +62,11 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
     experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
     if experiment is not None:
         return experiment.experiment_id
-    artifacts = Path(tracking_cfg.artifact_location).resolve()
+    artifacts = tracking_cfg.artifact_location
+    if artifacts is not None:
+        artifacts = Path(artifacts).resolve().as_uri()
     try:
-        return mlflow.create_experiment(tracking_cfg.experiment, artifacts.as_uri())
+        return mlflow.create_experiment(tracking_cfg.experiment, artifacts)
     except mlflow.exceptions.MlflowException:
         # Another job created it between our lookup and create: use theirs.
         return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id
