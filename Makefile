@@ -6,14 +6,14 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test lint ui bench bench-sweep clean
+.PHONY: install run test lint ui server bench bench-sweep clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,sweep,jax]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,sweep,jax,cluster]"
 	touch $@
 
 ## make run ARGS="model=mlp train.epochs=3": one experiment (Hydra overrides in ARGS)
@@ -30,6 +30,12 @@ lint: install
 ## make ui: the MLflow UI on the project's store, bound to 127.0.0.1 only
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+
+## make server: an MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (README, "A team")
+DB ?= postgresql+psycopg2://mlflow:mlflow@127.0.0.1:5432/mlflow
+SERVER_ARTIFACTS ?= $(CURDIR)/outputs/server-artifacts
+server: install
+	$(BIN)/mlflow server --backend-store-uri $(DB) --artifacts-destination $(SERVER_ARTIFACTS) --host 127.0.0.1 --port $(PORT)
 
 ## make bench: mnist_exp vs a plain Keras script, 10 epochs of full MNIST (~5 min)
 bench: install

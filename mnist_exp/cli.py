@@ -44,6 +44,8 @@ def run_hydra_command(
             raise  # a bug of ours: keep the traceback
         overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("-"))
         exit_with_error(f"cannot apply the overrides ({overrides}): {error}")
+    except ConnectionError as error:  # a cluster the launcher cannot reach
+        exit_with_error(f"cannot connect: {error}")
     except KeyboardInterrupt:
         status = "KILLED"
         print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)

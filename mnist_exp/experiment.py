@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,7 @@ class JobInfo:
     sweep: str | None = None  # the sweep's folder, when this job is part of a multirun
     job_num: int | None = None
     output_dir: str | None = None
-    parallel_jobs: int = 1  # jobs running at once on this machine (joblib launcher)
+    parallel_jobs: int = 1  # jobs running at once on this machine (joblib or Ray launcher)
 
 
 def run_experiment(
@@ -164,7 +166,7 @@ def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, in
 
 
 def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
-    tags = splits.tags()
+    tags = {**splits.tags(), **_machine_tags()}
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -173,6 +175,15 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
         tags["sweep.job_num"] = str(job.job_num)
     if job.output_dir:
         tags["output_dir"] = job.output_dir
+    return tags
+
+
+def _machine_tags() -> dict[str, str]:
+    """Where the job ran: the host, and the Ray node when a Ray worker runs it."""
+    tags = {"host": socket.gethostname()}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        tags["ray.node_id"] = ray.get_runtime_context().get_node_id()
     return tags
 
 

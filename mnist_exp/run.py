@@ -105,9 +105,15 @@ def select_backend(backend: str) -> None:
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:
-    """How many jobs the launcher runs at once (joblib's n_jobs; -1 means one per core)."""
-    n_jobs = hydra_cfg.launcher.get("n_jobs") or 1
-    return (os.cpu_count() or 1) if n_jobs < 0 else n_jobs
+    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: one
+    per core), or for Ray the cores over the cores each task reserves (num_cpus)."""
+    cores = os.cpu_count() or 1
+    launcher = hydra_cfg.launcher
+    if "ray" in launcher:
+        cores_per_job = launcher.ray.get("remote", {}).get("num_cpus") or 1
+        return max(1, round(cores / cores_per_job))
+    n_jobs = launcher.get("n_jobs") or 1
+    return cores if n_jobs < 0 else n_jobs
 
 
 def main() -> None:
