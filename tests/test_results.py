@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import Store, run_cli
+from conftest import Store, free_port, run_cli, wait_until_serving
 from PIL import Image
 
 from mnist_exp import predict
@@ -218,12 +216,6 @@ def test_predict_classifies_real_digits_saved_as_images(trained, tmp_path, capsy
     assert captured.err.strip() == f"error: {bad}: not an image file (cannot identify image file)"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_served_model_answers_a_real_http_request(trained):
     store, _, _, splits, folder = trained
     port = free_port()
@@ -256,16 +248,7 @@ def test_served_model_answers_a_real_http_request(trained):
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:  # wait until the server answers its health check
-            assert server.poll() is None, server.stderr.read().decode()[-2000:]
-            try:
-                with urllib.request.urlopen(f"{base}/ping", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not come up"
-                time.sleep(0.5)
+        wait_until_serving(server, f"{base}/ping")
         body = json.dumps({"inputs": splits.x_test[:8].tolist()}).encode()
         request = urllib.request.Request(
             f"{base}/invocations", data=body, headers={"Content-Type": "application/json"}

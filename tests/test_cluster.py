@@ -1,0 +1,214 @@
+"""A team's setup on loopback: PostgreSQL, an MLflow tracking server on it with proxied
+artifacts, a Ray cluster head, and a sweep whose jobs run as Ray tasks and log to the server.
+
+Everything is real and started here on free 127.0.0.1 ports, and stopped afterwards. Only
+the "other machines" are this machine: the Ray head is started apart from the sweep (as
+`ray start --head` on a cluster), so the jobs run in Ray's worker processes, with the
+tracking URI sent by the launcher, not inherited from the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import free_port, run_cli, wait_until_serving
+from mlflow import MlflowClient
+
+BIN = Path(sys.executable).parent
+POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+MODEL_NAME = "cluster-mnist"
+
+pytestmark = pytest.mark.skipif(
+    (POSTGRES_BIN is None or not (BIN / "ray").exists())
+    and not os.environ.get("MNIST_EXP_REQUIRE_CLUSTER"),
+    reason="needs PostgreSQL (apt-get install postgresql) and Ray (pip install -e '.[cluster]')",
+)
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL refuses to run as root: run its tools as the postgres user then."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server with a database ``mlflow``; yields its SQLAlchemy URI."""
+    assert POSTGRES_BIN is not None, "PostgreSQL is not installed (apt-get install postgresql)"
+    root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))  # short: it holds the socket
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    data, port = root / "data", free_port()
+    pg_ctl = [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data)]
+    run = {"check": True, "capture_output": True}
+    try:
+        initdb = [str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"]
+        subprocess.run(_as_postgres(initdb), **run)
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+        subprocess.run(
+            _as_postgres([*pg_ctl, "-l", str(root / "log"), "-o", options, "-w", "start"]), **run
+        )
+        createdb = [str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port)]
+        subprocess.run(_as_postgres([*createdb, "-U", "mlflow", "mlflow"]), **run)
+        yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run(_as_postgres([*pg_ctl, "-m", "fast", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM a server started in a session of its own, then anything it left behind."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
+    """``mlflow server`` on PostgreSQL with proxied artifacts; yields (URL, artifact folder)."""
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            postgres,
+            "--artifacts-destination",
+            artifacts.as_uri(),
+            "--workers",
+            "1",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(server, f"{url}/health")
+        yield url, artifacts
+    finally:
+        _stop(server)
+
+
+# Ray listens on every interface; its token authentication keeps strangers out. The head
+# and every client (the sweep) need the same token.
+RAY_AUTH = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray cluster head (``ray start --head``) with token auth; yields its address."""
+    port = free_port()
+    temp_dir = tempfile.mkdtemp(prefix="mnist-ray-")  # short: Ray puts sockets there
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env.update(RAY_AUTH)
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            "--block",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp_dir}",
+            "--object-store-memory=100000000",
+        ],
+        cwd=tmp_path_factory.mktemp("ray-head"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for line in head.stdout:  # ray start prints this once the head is up
+            if "Ray runtime started" in line:
+                break
+        assert head.poll() is None, "ray start --head failed"
+        yield f"127.0.0.1:{port}"
+    finally:
+        _stop(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnist_npz, tmp_path):
+    url, artifacts = tracking_server
+    result = run_cli(
+        [
+            "-m",
+            "hydra/launcher=cluster",
+            "tracking=server",
+            "model.dropout=0.2,0.4",
+            f"hydra.launcher.ray.init.address={ray_head}",
+            f"tracking.register_as={MODEL_NAME}",
+            f"data.path={mnist_npz}",
+            "train.epochs=2",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": url, **RAY_AUTH},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("mnist")
+    assert experiment.artifact_location.startswith("mlflow-artifacts:")  # proxied by the server
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run is not parent]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["finished_runs"] == 2
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
+    assert sorted(child.data.params["model.dropout"] for child in children) == ["0.2", "0.4"]
+
+    # The jobs ran as Ray tasks on the head's node, one core each.
+    node_ids = {child.data.tags.get("ray.node_id") for child in children}
+    assert len(node_ids) == 1 and None not in node_ids
+    assert {child.data.tags["threads.intra_op"] for child in children} == {"1"}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+        assert 0 < child.data.metrics["test_accuracy"] <= 1
+        logged = {entry.path for entry in client.list_artifacts(child.info.run_id, "report")}
+        assert "report/confusion_matrix.png" in logged
+    # Models went through the server into its artifact storage...
+    assert len(list(artifacts.rglob("MLmodel"))) >= 2
+    # ...and the best one is registered, and evaluates from the registry to the same score.
+    best = next(child for child in children if child.info.run_id == parent.data.tags["best_run_id"])
+    (version,) = client.search_model_versions(f"name = '{MODEL_NAME}'")
+    assert version.run_id == best.info.run_id
+    evaluated = run_cli(
+        [
+            f"model_uri=models:/{MODEL_NAME}/{version.version}",
+            "tracking=server",
+            f"data.path={mnist_npz}",
+        ],
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": url},
+        module="mnist_exp.evaluate",
+    )
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    (evaluation,) = client.search_runs(
+        [experiment.experiment_id], "tags.`mnist_exp.kind` = 'evaluation'"
+    )
+    assert evaluation.data.metrics["test_accuracy"] == best.data.metrics["test_accuracy"]
