@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,3 +150,39 @@ def wait_until_serving(process: subprocess.Popen, url: str, timeout: float = 180
             pass
         assert time.monotonic() < deadline, f"{url} did not come up in {timeout:.0f} s"
         time.sleep(0.5)
+
+
+def stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM a server started with ``start_new_session=True``, wait for it, then kill
+    whatever of its session is left (workers it spawned)."""
+    process.terminate()
+    try:
+        process.wait(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def mlflow_on_loopback(
+    args: list[str], health_path: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Run ``mlflow ARGS`` from this virtualenv on a free 127.0.0.1 port until it answers
+    ``health_path``; yield its base URL, and stop it afterwards."""
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    process = subprocess.Popen(
+        [str(bin_dir / "mlflow"), *args, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        # Servers run uvicorn from this virtualenv, as an activated venv would.
+        env={**os.environ, **(env or {}), "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until_serving(process, f"{url}{health_path}")
+        yield url
+    finally:
+        stop_process_group(process)

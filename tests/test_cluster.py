@@ -9,11 +9,9 @@ tracking URI sent by the launcher, not inherited from the test.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, run_cli, wait_until_serving
+from conftest import free_port, mlflow_on_loopback, run_cli, stop_process_group
 from mlflow import MlflowClient
 
 BIN = Path(sys.executable).parent
@@ -65,47 +63,14 @@ def postgres() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM a server started in a session of its own, then anything it left behind."""
-    process.terminate()
-    try:
-        process.wait(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def tracking_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     """``mlflow server`` on PostgreSQL with proxied artifacts; yields (URL, artifact folder)."""
     artifacts = tmp_path_factory.mktemp("server-artifacts")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            postgres,
-            "--artifacts-destination",
-            artifacts.as_uri(),
-            "--workers",
-            "1",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until_serving(server, f"{url}/health")
+    server = ["server", "--backend-store-uri", postgres, "--workers", "1"]
+    server += ["--artifacts-destination", artifacts.as_uri()]
+    with mlflow_on_loopback(server, "/health") as url:
         yield url, artifacts
-    finally:
-        _stop(server)
 
 
 # Ray listens on every interface; its token authentication keeps strangers out. The head
@@ -147,7 +112,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert head.poll() is None, "ray start --head failed"
         yield f"127.0.0.1:{port}"
     finally:
-        _stop(head)
+        stop_process_group(head)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import Store, free_port, run_cli, wait_until_serving
+from conftest import Store, mlflow_on_loopback, run_cli
 from PIL import Image
 
 from mnist_exp import predict
@@ -218,46 +213,15 @@ def test_predict_classifies_real_digits_saved_as_images(trained, tmp_path, capsy
 
 def test_served_model_answers_a_real_http_request(trained):
     store, _, _, splits, folder = trained
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            f"models:/{MODEL_NAME}/2",
-            "--env-manager",
-            "local",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        cwd=folder,
-        env={
-            **os.environ,
-            "MLFLOW_TRACKING_URI": store.uri,
-            # The server runs uvicorn from this virtualenv, as an activated venv would.
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(server, f"{base}/ping")
+    serve = ["models", "serve", "-m", f"models:/{MODEL_NAME}/2", "--env-manager", "local"]
+    store_env = {"MLFLOW_TRACKING_URI": store.uri}
+    with mlflow_on_loopback(serve, "/ping", cwd=folder, env=store_env) as base:
         body = json.dumps({"inputs": splits.x_test[:8].tolist()}).encode()
         request = urllib.request.Request(
             f"{base}/invocations", data=body, headers={"Content-Type": "application/json"}
         )
         with urllib.request.urlopen(request, timeout=60) as reply:
             served = np.array(json.load(reply)["predictions"])
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
     assert served.shape == (8, 10)
     assert np.allclose(served.sum(axis=1), 1, atol=1e-4)
     local = logged_model(store, f"models:/{MODEL_NAME}/2").predict(splits.x_test[:8], verbose=0)
