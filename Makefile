@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python -m mnist_exp.run $(ARGS)
 
-## make test: the whole test suite (offline, about 5 minutes on 2 cores)
+## make test: the whole test suite (offline, about 6 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
