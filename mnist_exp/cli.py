@@ -40,12 +40,14 @@ def run_hydra_command(
     except ConfigError as error:
         exit_with_error(str(error))
     except ValueError as error:
-        if not _raised_inside_hydra(error):
+        if not _raised_inside(error, "hydra"):
             raise  # a bug of ours: keep the traceback
         overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("-"))
         exit_with_error(f"cannot apply the overrides ({overrides}): {error}")
-    except ConnectionError as error:  # a cluster the launcher cannot reach
-        exit_with_error(f"cannot connect: {error}")
+    except ConnectionError as error:
+        if not _raised_inside(error, "ray"):
+            raise
+        exit_with_error(f"cannot connect: {error}")  # a Ray cluster the launcher cannot reach
     except KeyboardInterrupt:
         status = "KILLED"
         print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
@@ -55,10 +57,11 @@ def run_hydra_command(
             cleanup(status)
 
 
-def _raised_inside_hydra(error: BaseException) -> bool:
-    """Whether ``error`` came from Hydra's own code (composing overrides), not a task."""
+def _raised_inside(error: BaseException, package: str) -> bool:
+    """Whether ``error`` was raised by ``package``'s own code (such as Hydra composing the
+    overrides, or Ray connecting), not by a task."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and f"{os.sep}hydra{os.sep}" in frames[-1].filename
+    return bool(frames) and f"{os.sep}{package}{os.sep}" in frames[-1].filename
 
 
 def exit_without_teardown() -> None:

@@ -111,7 +111,7 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
     launcher = hydra_cfg.launcher
     if "ray" in launcher:
         cores_per_job = launcher.ray.get("remote", {}).get("num_cpus") or 1
-        return max(1, round(cores / cores_per_job))
+        return max(1, cores // cores_per_job)
     n_jobs = launcher.get("n_jobs") or 1
     return cores if n_jobs < 0 else n_jobs
 

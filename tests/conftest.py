@@ -161,6 +161,7 @@ def stop_process_group(process: subprocess.Popen) -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 @contextlib.contextmanager

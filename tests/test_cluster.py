@@ -9,12 +9,14 @@ tracking URI sent by the launcher, not inherited from the test.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +29,7 @@ POSTGRES_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), rever
 MODEL_NAME = "cluster-mnist"
 
 pytestmark = pytest.mark.skipif(
-    (POSTGRES_BIN is None or not (BIN / "ray").exists())
+    (POSTGRES_BIN is None or not (BIN / "ray").exists() or not importlib.util.find_spec("psycopg2"))
     and not os.environ.get("MNIST_EXP_REQUIRE_CLUSTER"),
     reason="needs PostgreSQL (apt-get install postgresql) and Ray (pip install -e '.[cluster]')",
 )
@@ -38,25 +40,28 @@ def _as_postgres(command: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
 
 
+def _run_postgres_tool(command: list[str], log: Path) -> None:
+    done = subprocess.run(_as_postgres(command), capture_output=True, text=True)
+    server_log = log.read_text()[-2000:] if log.exists() else ""
+    assert done.returncode == 0, f"{command[0]} failed: {done.stderr}\n{server_log}"
+
+
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A PostgreSQL server with a database ``mlflow``; yields its SQLAlchemy URI."""
     assert POSTGRES_BIN is not None, "PostgreSQL is not installed (apt-get install postgresql)"
     root = Path(tempfile.mkdtemp(prefix="mnist-pg-"))  # short: it holds the socket
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-    data, port = root / "data", free_port()
+    data, log, port = root / "data", root / "log", free_port()
     pg_ctl = [str(POSTGRES_BIN / "pg_ctl"), "-D", str(data)]
-    run = {"check": True, "capture_output": True}
     try:
+        if os.geteuid() == 0:
+            shutil.chown(root, "postgres")
         initdb = [str(POSTGRES_BIN / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust"]
-        subprocess.run(_as_postgres(initdb), **run)
+        _run_postgres_tool(initdb, log)
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
-        subprocess.run(
-            _as_postgres([*pg_ctl, "-l", str(root / "log"), "-o", options, "-w", "start"]), **run
-        )
+        _run_postgres_tool([*pg_ctl, "-l", str(log), "-o", options, "-w", "start"], log)
         createdb = [str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port)]
-        subprocess.run(_as_postgres([*createdb, "-U", "mlflow", "mlflow"]), **run)
+        _run_postgres_tool([*createdb, "-U", "mlflow", "mlflow"], log)
         yield f"postgresql+psycopg2://mlflow@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run(_as_postgres([*pg_ctl, "-m", "fast", "stop"]), capture_output=True)
@@ -85,6 +90,8 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="mnist-ray-")  # short: Ray puts sockets there
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
     env.update(RAY_AUTH)
+    log = Path(temp_dir) / "ray-start.log"
+    output = log.open("w")
     head = subprocess.Popen(
         [
             str(BIN / "ray"),
@@ -98,26 +105,28 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             f"--temp-dir={temp_dir}",
             "--object-store-memory=100000000",
         ],
-        cwd=tmp_path_factory.mktemp("ray-head"),
+        cwd=tmp_path_factory.mktemp("ray-head"),  # not where the sweep runs
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
-        text=True,
         start_new_session=True,
     )
     try:
-        for line in head.stdout:  # ray start prints this once the head is up
-            if "Ray runtime started" in line:
-                break
-        assert head.poll() is None, "ray start --head failed"
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None, f"ray start failed: {log.read_text()}"
+            assert time.monotonic() < deadline, "ray start --head did not come up in 180 s"
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:
         stop_process_group(head)
+        output.close()
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnist_npz, tmp_path):
     url, artifacts = tracking_server
+    shutil.copy(mnist_npz, tmp_path / "digits.npz")  # relative paths: as on the sweeping machine
     result = run_cli(
         [
             "-m",
@@ -126,14 +135,15 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
             "model.dropout=0.2,0.4",
             f"hydra.launcher.ray.init.address={ray_head}",
             f"tracking.register_as={MODEL_NAME}",
-            f"data.path={mnist_npz}",
+            "data.path=digits.npz",
             "train.epochs=2",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra.sweep.dir=sweep",
         ],
         cwd=tmp_path,
         env={"MLFLOW_TRACKING_URI": url, **RAY_AUTH},
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.parent.name for path in (tmp_path / "sweep").glob("*/.hydra")) == ["0", "1"]
 
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("mnist")

@@ -1,0 +1,28 @@
+"""What a Ray worker does first for ``hydra/launcher=cluster`` (conf/hydra/launcher/)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+LAUNCH_DIR_ENV = "MNIST_EXP_LAUNCH_DIR"
+
+
+def enter_launch_dir() -> None:
+    """Ray's ``worker_process_setup_hook``: work in the folder the sweep was started from.
+
+    Relative paths (``data.path``, the SQLite store, Hydra's job folders) then mean on a
+    worker what they mean on the sweeping machine, wherever ``ray start`` was run; on other
+    machines that takes a shared file system mounted at the same path.
+    """
+    launch_dir = os.environ.get(LAUNCH_DIR_ENV)
+    if not launch_dir:
+        return
+    if not os.path.isdir(launch_dir):
+        print(
+            f"warning: {LAUNCH_DIR_ENV}={launch_dir} is not a folder on this machine; "
+            f"relative paths resolve in {os.getcwd()}",
+            file=sys.stderr,
+        )
+        return
+    os.chdir(launch_dir)
