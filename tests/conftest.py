@@ -137,19 +137,28 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_until_serving(process: subprocess.Popen, url: str, timeout: float = 180) -> None:
-    """Poll ``url`` until it answers 200; fail with the process's stderr if it dies first."""
+def wait_until(
+    ready: Callable[[], bool],
+    process: subprocess.Popen,
+    output: Callable[[], str],
+    what: str,
+    timeout: float = 180,
+) -> None:
+    """Poll ``ready()`` until it holds; fail with ``output()`` if ``process`` dies first,
+    or when ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
-    while True:
-        assert process.poll() is None, process.stderr.read().decode()[-2000:]
-        try:
-            with urllib.request.urlopen(url, timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not come up in {timeout:.0f} s"
+    while not ready():
+        assert process.poll() is None, f"{what} exited: {output()[-2000:]}"
+        assert time.monotonic() < deadline, f"{what} did not come up in {timeout:.0f} s"
         time.sleep(0.5)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as reply:
+            return reply.status == 200
+    except OSError:
+        return False
 
 
 def stop_process_group(process: subprocess.Popen) -> None:
@@ -183,7 +192,12 @@ def mlflow_on_loopback(
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_until_serving(process, f"{url}{health_path}")
+        wait_until(
+            lambda: _answers(f"{url}{health_path}"),
+            process,
+            lambda: process.stderr.read().decode(),
+            f"mlflow {args[0]}",
+        )
         yield url
     finally:
         stop_process_group(process)

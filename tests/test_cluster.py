@@ -16,12 +16,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port, mlflow_on_loopback, run_cli, stop_process_group
+from conftest import free_port, mlflow_on_loopback, run_cli, stop_process_group, wait_until
 from mlflow import MlflowClient
 
 BIN = Path(sys.executable).parent
@@ -112,11 +111,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log.read_text():
-            assert head.poll() is None, f"ray start failed: {log.read_text()}"
-            assert time.monotonic() < deadline, "ray start --head did not come up in 180 s"
-            time.sleep(0.5)
+        wait_until(lambda: "Ray runtime started" in log.read_text(), head, log.read_text, "ray")
         yield f"127.0.0.1:{port}"
     finally:
         stop_process_group(head)

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Store, run_cli
+from conftest import Store, free_port, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -138,12 +138,7 @@ def test_diverging_run_fails_cleanly_with_reason_nan_loss(tmp_path, store, mnist
 
 
 def test_unreachable_tracking_server_fails_fast_before_training(tmp_path, mnist_npz):
-    import socket
-
-    with socket.socket() as probe:  # a port nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    uri = f"http://127.0.0.1:{port}"
+    uri = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
     started = time.monotonic()
     done = run_cli([f"tracking.uri={uri}", f"data.path={mnist_npz}"], cwd=tmp_path, timeout=60)
     assert done.returncode == 2
