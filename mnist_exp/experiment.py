@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from mnist_exp.lineage import log_datasets
 from mnist_exp.model import build_model, compile_model, parameter_counts
 from mnist_exp.report import ClassificationReport
 from mnist_exp.resume import CHECKPOINTS, Checkpoint
-from mnist_exp.sweep import PARAM_COUNT_KEYS, find_parent_run
+from mnist_exp.sweep import PARAM_COUNT_KEYS, sweep_parent_run
 from mnist_exp.train import (
     EpochMetricsCallback,
     FitResult,
@@ -58,7 +57,7 @@ def run_experiment(
         keep_tensorflow_out()
     experiment_id = tracking.open_experiment(cfg.tracking)
     if resume_from is None:
-        parent_run_id = find_parent_run(experiment_id, job.sweep) if job.sweep else None
+        parent_run_id = sweep_parent_run() if job.sweep else None
         run_context = tracking.tracked_run(
             experiment_id, cfg.tracking.run_name, _tags(splits, job), parent_run_id
         )
@@ -166,7 +165,7 @@ def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, in
 
 
 def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
-    tags = {**splits.tags(), **_machine_tags()}
+    tags = {**splits.tags(), **_ray_tags()}
     commit = tracking.git_commit()
     if commit:
         tags["git_commit"] = commit
@@ -178,13 +177,13 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
     return tags
 
 
-def _machine_tags() -> dict[str, str]:
-    """Where the job ran: the host, and the Ray node when a Ray worker runs it."""
-    tags = {"host": socket.gethostname()}
+def _ray_tags() -> dict[str, str]:
+    """The Ray node, when a Ray worker runs the job (the host is tagged with the run's
+    owner, see :mod:`mnist_exp.owner`)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
-        tags["ray.node_id"] = ray.get_runtime_context().get_node_id()
-    return tags
+        return {"ray.node_id": ray.get_runtime_context().get_node_id()}
+    return {}
 
 
 def _summary(report: ClassificationReport, fitted: FitResult, run_id: str, cfg: DictConfig) -> str:

@@ -3,20 +3,22 @@
 :class:`SweepCallback` is a Hydra callback (see ``hydra.callbacks`` in ``conf/config.yaml``).
 In the launching process, before any job starts, it validates every job of a grid sweep,
 creates the experiment (so parallel jobs never race to create the SQLite store) and the
-parent run. Each job finds its parent by the sweep's folder and logs as a child. When the
+parent run. Each job gets the parent's run id (an id that cannot collide, unlike a
+folder named by the time) through its environment and logs as a child. When the
 sweep ends, the callback ranks the children, prints the leaderboard, logs it to the parent
 and tags the best child. MLflow is imported only when a sweep really runs.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.errors import exit_with_error
@@ -28,12 +30,13 @@ from mnist_exp.leaderboard import (
     markdown_table,
     text_table,
 )
-from mnist_exp.preflight import check_tracking_server
+from mnist_exp.preflight import check_store
 
 # Params logged beside the config, derived from it (see experiment.run_experiment).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 PARENT_TAG = "sweep.role"
+PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
 
 # Parent runs this process opened and has not closed yet: run_id -> tracking URI.
 _open_parents: dict[str, str] = {}
@@ -51,25 +54,35 @@ class SweepCallback(Callback):
         try:
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
-            check_tracking_server(typed.tracking.uri)
+            check_store(typed.tracking.uri)
+            from mnist_exp import tracking
+            from mnist_exp.owner import owner_tags
+            from mnist_exp.store import store_errors
+
+            experiment_id = tracking.open_experiment(typed.tracking)
+            uri = tracking.absolute_store_uri(typed.tracking.uri)
+            client = _client(uri)
+            sweep_dir = str(config.hydra.sweep.dir)
+            with store_errors(uri):
+                parent = client.create_run(
+                    experiment_id,
+                    run_name=f"sweep {Path(sweep_dir).name}",
+                    tags={
+                        PARENT_TAG: "parent",
+                        "sweep": sweep_dir,
+                        "sweep.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+                        **owner_tags(),
+                    },
+                )
         except ConfigError as error:
             exit_with_error(str(error))
-        from mnist_exp import tracking
-
-        experiment_id = tracking.open_experiment(typed.tracking)
-        uri = tracking.absolute_store_uri(typed.tracking.uri)
-        client = _client(uri)
-        sweep_dir = str(config.hydra.sweep.dir)
-        parent = client.create_run(
-            experiment_id,
-            run_name=f"sweep {Path(sweep_dir).name}",
-            tags={
-                PARENT_TAG: "parent",
-                "sweep": sweep_dir,
-                "sweep.sweeper": str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
-            },
-        )
         _open_parents[parent.info.run_id] = uri
+        # Every job's config is composed again from these overrides (on any launcher, in
+        # any process), and Hydra sets hydra.job.env_set in the job's environment.
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.hydra.append(
+                f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent.info.run_id}"
+            )
         sweep_spec = {
             "overrides": list(config.hydra.overrides.task),
             "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
@@ -90,19 +103,9 @@ class SweepCallback(Callback):
         end_open_sweeps("FINISHED")
 
 
-def find_parent_run(experiment_id: str, sweep_dir: str) -> str | None:
-    """The open parent run of the sweep writing to ``sweep_dir``, if there is one."""
-    quoted = sweep_dir.replace("'", "\\'")
-    runs = _client().search_runs(
-        [experiment_id],
-        filter_string=(
-            f"tags.`{PARENT_TAG}` = 'parent' and tags.sweep = '{quoted}' "
-            "and attributes.status = 'RUNNING'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
+def sweep_parent_run() -> str | None:
+    """The parent run id of the sweep this job belongs to (None outside a sweep)."""
+    return os.environ.get(PARENT_RUN_ENV) or None
 
 
 def end_open_sweeps(status: str) -> None:
