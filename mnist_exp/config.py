@@ -21,6 +21,8 @@ BACKENDS = ("tensorflow", "jax")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup")
 MODEL_TYPES = ("mlp", "cnn")
 DATASETS = ("mnist", "fashion_mnist", "mnist_subset")
+MAX_LAYERS = 100  # deeper stacks exhaust Keras's recursion while it builds the graph
+MAX_CONV_BLOCKS = 4  # each block halves the 28x28 image: a fifth would leave 0x0
 
 
 class ConfigError(Exception):
@@ -77,7 +79,9 @@ class ModelConfig:
 
     type: str = _key("mlp", "Architecture: mlp or cnn.", choices=MODEL_TYPES)
     name: str = _key("seed", "Label of the architecture (recorded on the run).")
-    hidden_units: list[int] = _key([256, 128, 128], "Width of each hidden Dense layer.", ge=1)
+    hidden_units: list[int] = _key(
+        [256, 128, 128], "Width of each hidden Dense layer.", ge=1, max_items=MAX_LAYERS
+    )
     activation: str = _key("relu", "Activation of the hidden layers.", choices=ACTIVATIONS)
     dropout: float = _key(0.5, "Dropout rate (0 turns dropout off).", ge=0, lt=1)
     dropout_layers: str = _key("first", "Hidden layers followed by dropout.", choices=PLACEMENTS)
@@ -93,7 +97,10 @@ class CNNConfig(ModelConfig):
     layers of ``hidden_units`` (dropout and batch norm placed as for the MLP)."""
 
     conv_filters: list[int] = _key(
-        [32, 64], "Filters of each convolution block; each block ends in 2x2 max pooling.", ge=1
+        [32, 64],
+        "Filters of each convolution block; each block ends in 2x2 max pooling.",
+        ge=1,
+        max_items=MAX_CONV_BLOCKS,
     )
     conv_per_block: int = _key(2, "Conv2D layers per block.", ge=1)
     kernel_size: int = _key(3, "Convolution kernel size.", ge=1)
@@ -343,7 +350,8 @@ def describe_allowed(schema_field: dataclasses.Field) -> str:
         if name in meta
     ]
     words = _TYPE_WORDS.get(str(schema_field.type), str(schema_field.type))
-    return " ".join([words, " and ".join(bounds)]).strip()
+    allowed = " ".join([words, " and ".join(bounds)]).strip()
+    return f"{allowed}, at most {meta['max_items']} of them" if "max_items" in meta else allowed
 
 
 def _within(value: Any, meta: dict) -> bool:
@@ -365,6 +373,10 @@ def _check_ranges(typed: DictConfig, cls: type, prefix: str) -> None:
             _check_ranges(value, OmegaConf.get_type(value), prefix=f"{full_key}.")
             continue
         items = list(value) if isinstance(value, ListConfig) else [value]
+        if len(items) > schema_field.metadata.get("max_items", len(items)):
+            raise ConfigError(
+                f"{full_key} has {len(items)} items; expected {describe_allowed(schema_field)}"
+            )
         if not all(
             item is None
             or (

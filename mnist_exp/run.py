@@ -23,7 +23,7 @@ from mnist_exp.cli import exit_without_teardown, run_hydra_command
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.data import load_splits
 from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
-from mnist_exp.preflight import check_tracking_server
+from mnist_exp.preflight import check_model_fits, check_store
 from mnist_exp.resume import load_resume
 from mnist_exp.sweep import end_open_sweeps
 
@@ -45,7 +45,7 @@ def task(cfg: DictConfig) -> float:
     except ConfigError as error:
         exit_with_error(str(error))
     except Exception as error:
-        if not in_sweep and not isinstance(error, ExperimentFailed):
+        if not in_sweep and not isinstance(error, ExperimentFailed | MemoryError):
             raise  # a bug: show the whole traceback
         where = f"sweep job {hydra_cfg.job.num}" if in_sweep else "the run"
         message = f"{where} failed ({_reason(error)}): {error}"
@@ -61,7 +61,7 @@ def _reason(error: Exception) -> str:
 
 def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
     typed = validate(cfg)
-    check_tracking_server(typed.tracking.uri)
+    check_store(typed.tracking.uri)
     resume_from = None
     if typed.resume:
         others = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "tracking."))]
@@ -70,6 +70,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
                 "resume: give it alone (tracking.* aside): the run continues with its own config"
             )
         typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
+    check_model_fits(typed.model, num_classes=len(typed.data.class_names))
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
     select_backend(typed.train.backend)
     # TensorFlow and MLflow load only now that config and data are known to be good.

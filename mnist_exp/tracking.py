@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,28 +22,24 @@ from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.data import IMAGE_PIXELS
+from mnist_exp.errors import ExperimentFailed
 from mnist_exp.interrupts import deferred
+from mnist_exp.owner import owner_tags
 from mnist_exp.report import ClassificationReport, write_report
+from mnist_exp.store import (
+    GC_COMMAND,
+    absolute_store_uri,
+    store_errors,
+    store_lock,
+    store_problem,
+)
 
 if TYPE_CHECKING:
     import keras
 
-# "Creating initial MLflow database tables..." on every new store is noise, not news.
-logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-
-
-SQLITE = "sqlite:///"
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file behind a ``sqlite:///`` URI (relative or absolute), else None."""
-    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
-
-
-def absolute_store_uri(uri: str) -> str:
-    """Turn a relative ``sqlite:///outputs/...`` URI into an absolute one (others unchanged)."""
-    path = sqlite_path(uri)
-    return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
+# "Creating initial MLflow database tables..." on every new store is noise, not news; so is
+# the traceback it logs for a database error that it raises anyway (see store_problem).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def ui_command(uri: str) -> str:
@@ -50,26 +47,36 @@ def ui_command(uri: str) -> str:
     uri = absolute_store_uri(uri)
     if uri.startswith(("http://", "https://")):
         return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {uri} --host 127.0.0.1 --port 5000"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
 def open_experiment(tracking_cfg: DictConfig) -> str:
-    """Point MLflow at the configured store and return the experiment id, creating it once."""
+    """Point MLflow at the configured store and return the experiment id, creating it once.
+
+    A new SQLite store is created (and an old one checked) under the store's lock, so any
+    number of processes can start at once. A store that cannot be used raises
+    :class:`~mnist_exp.store.StoreError` (one line naming it).
+    """
     uri = absolute_store_uri(tracking_cfg.uri)
-    if (path := sqlite_path(uri)) is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = tracking_cfg.artifact_location
-    if artifacts is not None:
-        artifacts = Path(artifacts).resolve().as_uri()
-    try:
-        return mlflow.create_experiment(tracking_cfg.experiment, artifacts)
-    except mlflow.exceptions.MlflowException:
-        # Another job created it between our lookup and create: use theirs.
-        return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id
+    with store_errors(uri), store_lock(uri):
+        mlflow.set_tracking_uri(uri)
+        experiment = mlflow.get_experiment_by_name(tracking_cfg.experiment)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifacts = tracking_cfg.artifact_location
+        if artifacts is not None:
+            artifacts = Path(artifacts).resolve().as_uri()
+        try:
+            return mlflow.create_experiment(tracking_cfg.experiment, artifacts)
+        except mlflow.exceptions.MlflowException:
+            # Another job (or a server's other client) created it since our lookup.
+            return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id
+
+
+class StoreFailed(ExperimentFailed):
+    """The store (or the disk under it) failed while a run was under way."""
+
+    reason = "store_failed"
 
 
 @contextmanager
@@ -80,34 +87,68 @@ def tracked_run(
     parent_run_id: str | None = None,
     run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
-    """Start an MLflow run (or reopen ``run_id``) that always ends: FINISHED, FAILED (error
-    tagged) or KILLED."""
-    with deferred():
+    """Start an MLflow run (or reopen ``run_id``), owned by this process, that always ends:
+    FINISHED, FAILED (error tagged) or KILLED.
+
+    Whatever failed first, the run is ended FAILED whenever the store can still write. A
+    store or disk failure becomes :class:`StoreFailed` (one line); if even the run's end
+    could not be stored, its message says so and how to close the run later.
+    """
+    uri = mlflow.get_tracking_uri()
+    with deferred(), store_errors(uri):
         run = mlflow.start_run(
             run_id=run_id,
             experiment_id=experiment_id,
             run_name=run_name,
-            tags=tags,
+            tags={**tags, **owner_tags()},
             parent_run_id=parent_run_id,
         )
+        if run_id is not None:
+            mlflow.set_tags(owner_tags())  # a resumed run has a new owner
     try:
         yield run
     except KeyboardInterrupt:
-        with deferred():
-            mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        _end_run(RunStatus.KILLED)
         raise
     except BaseException as error:
-        with deferred():
-            mlflow.set_tags(
-                {
-                    "error": f"{type(error).__name__}: {error}"[:5000],
-                    "failure_reason": getattr(error, "reason", "exception"),
-                }
-            )
-            mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
+        ended = _end_run(RunStatus.FAILED, error)
+        problem = store_problem(error, uri)
+        if problem is None and ended:
+            raise
+        raise StoreFailed(_with_close_hint(problem or str(error), run, ended)) from error
+    if not _end_run(RunStatus.FINISHED):
+        raise StoreFailed(_with_close_hint("cannot record the run's end", run, ended=False))
+
+
+def _end_run(status: int, error: BaseException | None = None) -> bool:
+    """End the active run with ``status``, tagging ``error`` first if given; return
+    whether the store took the end. Nothing here may raise: the run's own error matters."""
     with deferred():
-        mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+        if error is not None:
+            with suppress(Exception):
+                mlflow.set_tags(
+                    {
+                        "error": f"{type(error).__name__}: {error}"[:5000],
+                        "failure_reason": getattr(error, "reason", "exception"),
+                    }
+                )
+        try:
+            mlflow.end_run(RunStatus.to_string(status))
+            return True
+        except Exception:
+            # Forget the run here, or MLflow's exit hook would try (and fail) again.
+            with suppress(Exception):
+                mlflow.tracking.fluent._active_run_stack.get().clear()
+            return False
+
+
+def _with_close_hint(problem: str, run: mlflow.ActiveRun, ended: bool) -> str:
+    if ended:
+        return problem
+    return (
+        f"{problem}; run {run.info.run_id} may still show RUNNING: once the store can "
+        f"write again, close it with {GC_COMMAND}"
+    )
 
 
 def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
@@ -209,8 +250,3 @@ def log_report(report: ClassificationReport, images: np.ndarray, history: dict |
         write_report(report, images, Path(folder), history)
         with deferred():
             mlflow.log_artifacts(folder, "report")
-
-
-def load_model(uri: str) -> keras.Model:
-    """Load a logged Keras model from a ``runs:/``, ``models:/`` URI or a local path."""
-    return mlflow.keras.load_model(uri)

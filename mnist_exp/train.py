@@ -57,21 +57,28 @@ class SaveCheckpoint(keras.callbacks.Callback):
         }
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Save the model, then the state that names it (each via a temp file + rename)."""
+        """Write the model and the state that names it to temp files, then move both into
+        place; a failed write (a full disk) leaves the last good checkpoint and no litter."""
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
         self.folder.mkdir(parents=True, exist_ok=True)
-        partial = self.folder / f"partial-{MODEL_FILE}"
-        self.model.save(partial)
-        os.replace(partial, self.folder / MODEL_FILE)
         state = {
             "run_id": self.run_id,
             "epoch": epoch + 1,
             "history": self.history,
             "seed_states": [variable.numpy().tolist() for variable in _seed_states(self.model)],
         }
-        (self.folder / f"{STATE_FILE}.partial").write_text(json.dumps(state))
-        os.replace(self.folder / f"{STATE_FILE}.partial", self.folder / STATE_FILE)
+        partial_model = self.folder / f"partial-{MODEL_FILE}"
+        partial_state = self.folder / f"{STATE_FILE}.partial"
+        try:
+            self.model.save(partial_model)
+            partial_state.write_text(json.dumps(state))
+        except BaseException:
+            partial_model.unlink(missing_ok=True)
+            partial_state.unlink(missing_ok=True)
+            raise
+        os.replace(partial_model, self.folder / MODEL_FILE)
+        os.replace(partial_state, self.folder / STATE_FILE)
 
 
 class TrainingDiverged(ExperimentFailed):

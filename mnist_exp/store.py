@@ -1,0 +1,159 @@
+"""The MLflow store as a file on disk: its URI forms, a lock for creating it, and its
+failures in words.
+
+Several processes may start at once on one SQLite store, fresh or not. MLflow creates
+and migrates a new database the first time a process opens it, and two processes doing
+that together leave it half-migrated; :func:`store_lock` makes them take turns. Errors a
+broken, old, read-only or full store raises deep inside SQLAlchemy or Alembic become one
+line naming the store (:func:`store_problem`). Only the standard library is imported here.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+
+from mnist_exp.config import ConfigError
+from mnist_exp.interrupts import deferred
+
+SQLITE = "sqlite:///"
+DEFAULT_STORE = "sqlite:///outputs/mlflow.db"  # conf/tracking/local.yaml's, for the CLIs
+SQLITE_HEADER = b"SQLite format 3\x00"
+GC_COMMAND = "python -m mnist_exp.runs gc"
+
+
+class StoreError(ConfigError):
+    """The store cannot be used as it is (corrupt, outdated, read-only, unreachable):
+    one line naming it, exit 2, before anything is trained."""
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file behind a ``sqlite:///`` URI (relative or absolute), else None."""
+    return Path(uri.removeprefix(SQLITE)) if uri.startswith(SQLITE) else None
+
+
+def absolute_store_uri(uri: str) -> str:
+    """Turn a relative ``sqlite:///outputs/...`` URI into an absolute one (others unchanged)."""
+    path = sqlite_path(uri)
+    return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (``<file>.lock``) for the block, with
+    interrupts held back, so that only one process at a time creates or migrates it.
+    Other URIs (a server, which serialises its own writes) need no lock."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    lock_path = path.with_name(f"{path.name}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(lock_path, "a")  # noqa: SIM115 (closed below, after the block)
+    except OSError as error:
+        raise StoreError(
+            f"tracking.uri={uri}: cannot write beside the store ({error.strerror}: "
+            f"{error.filename}); the store and its folder must be writable"
+        ) from None
+    with deferred(), lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# Phrases SQLite, SQLAlchemy and MLflow use, and what they mean for the user.
+_PROBLEMS = (
+    (
+        "out-of-date database schema",
+        "its schema is from an older MLflow; back it up, then run: mlflow db upgrade {uri}",
+    ),
+    (
+        "file is not a database",
+        "not an MLflow store (the file is not a SQLite database); "
+        "move it away or point tracking.uri elsewhere",
+    ),
+    (
+        "disk image is malformed",
+        "the SQLite file is corrupt or truncated; move it away "
+        "(restore a backup) or point tracking.uri elsewhere",
+    ),
+    ("readonly database", "the store is read-only; make the file and its folder writable"),
+    ("database or disk is full", "the disk holding the store is full"),
+    (
+        "unable to open database file",
+        "cannot open the database file; does its folder exist and is it writable?",
+    ),
+    (
+        "no such table",
+        "not an MLflow store (tables are missing); move it away or point tracking.uri elsewhere",
+    ),
+    (
+        "can't locate revision",
+        "its schema is from a newer MLflow than this one; upgrade mlflow or use another store",
+    ),
+)
+
+
+def store_problem(error: BaseException, uri: str) -> str | None:
+    """One line saying what is wrong with the store at ``uri``, if ``error`` (or an error
+    it was raised from) is a known store failure; None for anything else."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return f"no space left on the disk (writing {seen.filename or 'the run'})"
+        text = str(seen).lower()
+        for phrase, meaning in _PROBLEMS:
+            if phrase in text:
+                return f"tracking.uri={uri}: {meaning.format(uri=uri)}"
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def check_sqlite_file(uri: str) -> None:
+    """Refuse an existing file at a ``sqlite:///`` URI that is not a SQLite database, before
+    anything heavy starts. A missing or empty file is a new store."""
+    path = sqlite_path(uri)
+    if path is None or not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"tracking.uri={uri}: {path} is a folder, not a database file")
+    try:
+        with open(path, "rb") as database:
+            header = database.read(len(SQLITE_HEADER))
+    except OSError as error:
+        raise StoreError(f"tracking.uri={uri}: cannot read {path} ({error.strerror})") from None
+    if not header:
+        return
+    if header != SQLITE_HEADER:
+        raise StoreError(store_problem(Exception("file is not a database"), uri))
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {name for (name,) in db.execute("select name from sqlite_master")}
+    except sqlite3.Error as error:
+        raise StoreError(store_problem(error, uri) or f"tracking.uri={uri}: {error}") from None
+    if tables and "experiments" not in tables:
+        raise StoreError(
+            f"tracking.uri={uri}: not an MLflow store (it holds other tables: "
+            f"{', '.join(sorted(tables)[:5])}); point tracking.uri elsewhere"
+        )
+
+
+@contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Raise a known store failure in the block as :class:`StoreError` (one line)."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except Exception as error:
+        problem = store_problem(error, uri)
+        if problem is None:
+            raise
+        raise StoreError(problem) from error
