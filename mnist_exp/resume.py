@@ -7,10 +7,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config import ConfigError, validate
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 MODEL_FILE = "last.keras"  # model and optimizer state after the last completed epoch
 STATE_FILE = "checkpoint.json"  # run id, epochs completed, metric history
@@ -54,32 +58,78 @@ class Checkpoint:
 
 def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoint]:
     """The validated config and last checkpoint of the run ``reference`` names: its output
-    folder, or its MLflow run id (looked up in ``tracking_uri``)."""
+    folder, or its MLflow run id (looked up in ``tracking_uri``).
+
+    Only a run that can be continued is accepted: KILLED or FAILED, or RUNNING with its
+    process gone (killed without a chance to say so). A FINISHED run, a run whose process
+    is still alive, and a checkpoint that belongs to another run are refused.
+    """
     folder = Path(reference)
-    if not folder.is_dir():
-        folder = _output_folder_of_run(reference, tracking_uri)
+    if folder.is_dir():
+        checkpoint = Checkpoint.load(folder / CHECKPOINTS)
+        run = _stored_run(checkpoint.run_id, tracking_uri, reference)
+    else:
+        if not RUN_ID.fullmatch(reference):
+            raise ConfigError(f"resume={reference}: neither a run folder nor an MLflow run id")
+        run = _stored_run(reference, tracking_uri, reference)
+        if "output_dir" not in run.data.tags:
+            raise ConfigError(
+                f"resume={reference}: the run has no output_dir tag to find its files"
+            )
+        folder = Path(run.data.tags["output_dir"])
+        checkpoint = Checkpoint.load(folder / CHECKPOINTS)
+        if checkpoint.run_id != reference:
+            raise ConfigError(
+                f"resume={reference}: the checkpoint in {folder} belongs to run "
+                f"{checkpoint.run_id}, not this one"
+            )
+    _check_resumable(run, reference)
     saved_config = folder / ".hydra" / "config.yaml"
     if not saved_config.is_file():
         raise ConfigError(f"resume={reference}: {saved_config} is missing")
-    config = validate(OmegaConf.load(saved_config))
-    return config, Checkpoint.load(folder / CHECKPOINTS)
+    return validate(OmegaConf.load(saved_config)), checkpoint
 
 
-def _output_folder_of_run(run_id: str, tracking_uri: str) -> Path:
-    if not RUN_ID.fullmatch(run_id):
-        raise ConfigError(f"resume={run_id}: neither a run folder nor an MLflow run id")
+def _check_resumable(run: Run, reference: str) -> None:
+    """Refuse a run that finished or whose process is still at it."""
+    from mnist_exp.owner import describe_owner, owner_alive
+    from mnist_exp.store import GC_COMMAND
+
+    run_id, status = run.info.run_id, run.info.status
+    the_run = "the run" if reference == run_id else f"run {run_id}"
+    if status == "FINISHED":
+        raise ConfigError(
+            f"resume={reference}: {the_run} is FINISHED; nothing to resume (start a new run)"
+        )
+    if status != "RUNNING":
+        return
+    alive = owner_alive(run.data.tags)
+    owner = describe_owner(run.data.tags)
+    if alive:
+        raise ConfigError(
+            f"resume={reference}: {the_run} is still RUNNING in {owner}; stop it first "
+            "(Ctrl-C, or kill its process) or let it finish"
+        )
+    if alive is None:
+        raise ConfigError(
+            f"resume={reference}: {the_run} shows RUNNING in {owner}, which cannot be "
+            f"checked from here; if that process is gone, mark the run KILLED with "
+            f"{GC_COMMAND} --force {run_id}, then resume"
+        )
+
+
+def _stored_run(run_id: str, tracking_uri: str, reference: str) -> Run:
+    """The run ``run_id`` from the store at ``tracking_uri``; ConfigError if it is not there."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_exp.tracking import absolute_store_uri, sqlite_path
+    from mnist_exp.store import absolute_store_uri, sqlite_path, store_errors
 
     uri = absolute_store_uri(tracking_uri)
     if (path := sqlite_path(uri)) is not None and not path.is_file():
-        raise ConfigError(f"resume={run_id}: no MLflow store at {uri} (set tracking.uri)")
+        raise ConfigError(f"resume={reference}: no MLflow store at {uri} (set tracking.uri)")
     try:
-        run = MlflowClient(tracking_uri=uri).get_run(run_id)
+        with store_errors(uri):
+            return MlflowClient(tracking_uri=uri).get_run(run_id)
     except MlflowException as error:
-        raise ConfigError(f"resume={run_id}: {str(error).splitlines()[0]}") from None
-    if "output_dir" not in run.data.tags:
-        raise ConfigError(f"resume={run_id}: the run has no output_dir tag to find its files")
-    return Path(run.data.tags["output_dir"])
+        raise ConfigError(f"resume={reference}: {str(error).splitlines()[0]}") from None

@@ -1,0 +1,267 @@
+"""Nothing lost, nothing mixed up: processes that start together, resume's guards, runs
+left RUNNING by a kill -9, and a disk that fills up mid-run. Real CLI processes on one
+real SQLite store each."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Store, run_cli
+from test_reliability import run_id_of
+
+TERMINAL_STATES = {"FINISHED", "FAILED", "KILLED"}
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``python -m mnist_exp.run ARGS`` with line-buffered output."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def wait_for_line(process: subprocess.Popen, prefix: str) -> None:
+    """Read the process's stdout until a line starts with ``prefix``."""
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line {prefix!r}; stderr: {process.stderr.read()[-2000:]}")
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    """Wait for the process; return (exit code, stdout, stderr)."""
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def last_line(stderr: str) -> str:
+    return stderr.strip().splitlines()[-1]
+
+
+def gc(store: Store, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run_cli(["gc", "--tracking-uri", store.uri, *args], cwd=cwd, module="mnist_exp.runs")
+
+
+def test_four_processes_start_at_once_on_a_fresh_store(tmp_path, store, mnist_npz):
+    args = [
+        f"data.path={mnist_npz}",
+        "train.epochs=1",
+        "tracking.log_model=false",
+        *store.overrides,
+    ]
+    processes = [start([*args, f"seed={seed}"], tmp_path) for seed in range(4)]
+    results = [finish(process) for process in processes]
+    assert [code for code, _, _ in results] == [0] * 4, [err[-2000:] for _, _, err in results]
+    runs = store.runs()
+    assert len(runs) == 4
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    # Each has a folder of its own (Hydra's default, relative to where they started).
+    folders = {run.data.tags["output_dir"] for run in runs}
+    assert len(folders) == 4
+    assert all((tmp_path / folder / ".hydra" / "config.yaml").is_file() for folder in folders)
+
+
+def test_two_runs_started_together_each_resume_their_own_run(tmp_path, store, mnist_npz):
+    args = [
+        f"data.path={mnist_npz}",
+        "train.epochs=4",
+        "tracking.log_model=false",
+        *store.overrides,
+    ]
+    processes = [start([*args, f"seed={seed}"], tmp_path) for seed in (1, 2)]
+    for process in processes:  # both killed after epoch 2 of 4
+        wait_for_line(process, "Epoch 3/4")
+        process.send_signal(signal.SIGTERM)
+    assert [finish(process)[0] for process in processes] == [130, 130]
+    by_seed = {run.data.params["seed"]: run for run in store.runs()}
+    first, second = by_seed["1"], by_seed["2"]
+    assert first.data.tags["output_dir"] != second.data.tags["output_dir"]
+
+    # Resume the second first: it must continue the second run, not the first.
+    for run in (second, first):
+        done = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert run_id_of(done.stdout) == run.info.run_id
+    client = store.client()
+    for run, seed in ((first, "1"), (second, "2")):
+        resumed = client.get_run(run.info.run_id)
+        assert resumed.info.status == "FINISHED"
+        assert resumed.data.params["seed"] == seed
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == [1, 2, 3, 4]
+    assert len(store.runs()) == 2
+
+    # A FINISHED run is not reopened.
+    again = run_cli([f"resume={first.info.run_id}", *store.overrides], cwd=tmp_path)
+    assert again.returncode == 2
+    assert last_line(again.stderr) == (
+        f"error: resume={first.info.run_id}: the run is FINISHED; nothing to resume "
+        "(start a new run)"
+    )
+    assert client.get_run(first.info.run_id).info.status == "FINISHED"
+
+
+def test_resume_refuses_a_live_run_and_takes_over_a_killed_one(tmp_path, store, mnist_npz):
+    process = start(
+        [f"data.path={mnist_npz}", "train.epochs=5", "tracking.log_model=false", *store.overrides],
+        tmp_path,
+    )
+    try:
+        wait_for_line(process, "Epoch 3/5")
+        process.send_signal(signal.SIGSTOP)  # alive, but holding still while we try
+        (run,) = store.runs()
+        live = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
+        assert live.returncode == 2
+        assert last_line(live.stderr).startswith(
+            f"error: resume={run.info.run_id}: the run is still RUNNING in process "
+            f"{process.pid} on "
+        )
+        process.kill()  # kill -9: nothing can mark the run
+    finally:
+        process.kill()
+        finish(process)
+    client = store.client()
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"
+
+    done = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = client.get_run(run.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert resumed.data.tags["pid"] != str(process.pid)  # the new owner
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert steps == [1, 2, 3, 4, 5]
+
+
+def test_gc_closes_a_sweep_killed_with_sigkill(tmp_path, store, mnist_npz):
+    process = start(
+        [
+            "-m",
+            f"data.path={mnist_npz}",
+            "train.epochs=50",
+            "model.dropout=0.2,0.3",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *store.overrides,
+        ],
+        tmp_path,
+    )
+    try:
+        wait_for_line(process, "Epoch 2/50")
+    finally:
+        process.kill()
+        finish(process)
+    assert {run.info.status for run in store.runs()} == {"RUNNING"}  # parent and child 0
+
+    listed = gc(store, tmp_path, "--dry-run")
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.startswith("would close: 2 run(s) whose process is gone")
+    assert {run.info.status for run in store.runs()} == {"RUNNING"}
+
+    closed = gc(store, tmp_path)
+    assert closed.returncode == 0, closed.stderr
+    runs = store.runs()
+    assert len(runs) == 2
+    assert {run.info.status for run in runs} == {"KILLED"}
+    assert {run.data.tags["closed_by"] for run in runs} == {"gc"}
+    assert gc(store, tmp_path).stdout.startswith("closed (KILLED): 0 run(s)")
+
+
+def test_two_sweeps_started_together_keep_their_own_children(tmp_path, store, mnist_npz):
+    args = [
+        "-m",
+        f"data.path={mnist_npz}",
+        "train.epochs=1",
+        "train.verbose=0",
+        "tracking.log_model=false",
+        "model.dropout=0.2,0.3",
+        *store.overrides,
+    ]
+    # The default sweep folders: named by the second they start in, plus a random id.
+    processes = [start([*args, f"seed={seed}"], tmp_path) for seed in (1, 2)]
+    results = [finish(process) for process in processes]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    runs = store.runs()
+    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert len(parents) == 2
+    assert parents[0].data.tags["sweep"] != parents[1].data.tags["sweep"]
+    for parent in parents:
+        children = [
+            run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        ]
+        assert parent.data.metrics["finished_runs"] == 2
+        assert len(children) == 2
+        # Each child ran in its own sweep's folder, with that sweep's seed.
+        assert {child.data.tags["sweep"] for child in children} == {parent.data.tags["sweep"]}
+        assert len({child.data.params["seed"] for child in children}) == 1
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 3 MiB tmpfs: room for a fresh store and a few files, not for a model checkpoint."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_ends_the_run_failed_in_one_line(small_disk, mnist_npz):
+    store = Store(uri=f"sqlite:///{small_disk / 'mlflow.db'}", artifacts=small_disk / "artifacts")
+    done = run_cli(
+        [
+            f"data.path={mnist_npz}",
+            "train.epochs=2",
+            f"hydra.run.dir={small_disk}/run",
+            *store.overrides,
+        ],
+        cwd=small_disk,
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert last_line(done.stderr).startswith(
+        "error: the run failed (store_failed): no space left on the disk"
+    )
+    (run,) = store.runs()
+    assert run.info.status == "FAILED"
+    assert "No space left on device" in run.data.tags["error"]
+    assert not list(small_disk.rglob("partial-*")), "a half-written checkpoint was left"
+
+
+def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(small_disk):
+    from omegaconf import OmegaConf
+
+    from mnist_exp import tracking
+
+    uri = f"sqlite:///{small_disk / 'mlflow.db'}"
+    experiment = OmegaConf.create({"uri": uri, "experiment": "x", "artifact_location": None})
+    experiment_id = tracking.open_experiment(experiment)
+    with pytest.raises(tracking.StoreFailed) as raised:  # noqa: SIM117 (the run is needed after)
+        with tracking.tracked_run(experiment_id, "doomed", {}) as run:
+            filling = open(small_disk / "filler", "wb")  # noqa: SIM115
+            with filling as filler, contextlib.suppress(OSError):  # the disk fills up
+                while True:
+                    filler.write(bytes(1 << 16))
+            raise RuntimeError("the training failed")
+    assert str(raised.value) == (
+        f"the training failed; run {run.info.run_id} may still show RUNNING: once the store "
+        "can write again, close it with python -m mnist_exp.runs gc"
+    )
+    (small_disk / "filler").unlink()
+    assert Store(uri, small_disk).client().get_run(run.info.run_id).info.status == "RUNNING"
+    # Its owner (this process) is alive, so gc leaves it; once the owner exits, gc closes it.
+    assert gc(Store(uri, small_disk), small_disk).stdout.startswith("closed (KILLED): 0 run(s)")
