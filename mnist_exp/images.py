@@ -7,6 +7,10 @@ the centre (14, 14). Only NumPy and Pillow are needed.
 
 from __future__ import annotations
 
+import os
+import re
+import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -18,27 +22,74 @@ BOX = 20  # the digit's longer side inside the field
 INK = 0.1  # pixels above this fraction of the peak (after background removal) bound the digit
 NOISE = 0.02  # pixels below this fraction of the peak are zeroed as background noise
 MIN_CONTRAST = 16  # a peak below this (out of 255) above the background means a blank image
+# Largest image decoded: ~1.4x a 6000x4000 photo, far above any digit scan. Decoding costs
+# several bytes per pixel, so a small file declaring a huge size is refused from its header.
+MAX_PIXELS = 40_000_000
 
 
 class ImageError(ValueError):
     """A file is missing, unreadable or not an image; the message is one line naming it."""
 
 
-def _read_gray(path: str | Path) -> np.ndarray:
-    """Decode ``path`` into a float64 grayscale array in 0..255, or raise ImageError."""
+def _megapixels(pixels: int) -> str:
+    """``pixels`` in megapixels, one decimal at most: ``40``, ``144``, ``12.5``."""
+    return f"{pixels / 1e6:.1f}".removesuffix(".0")
+
+
+def _too_large(path: str | Path, dimensions: str, pixels: int | None) -> ImageError:
+    """The one-line error for an image whose header declares more than MAX_PIXELS pixels."""
+    size = f"{dimensions}{_megapixels(pixels)} megapixels" if pixels else "size not read"
+    limit = _megapixels(MAX_PIXELS)
+    return ImageError(f"{path}: image too large ({size}; the limit is {limit} megapixels)")
+
+
+def _open_regular(path: str | Path) -> int:
+    """An open read-only descriptor of ``path`` if it is a regular file, or raise ImageError.
+
+    Named pipes, devices and sockets are refused before anything reads them (a pipe would
+    block forever); the descriptor is opened non-blocking and checked again, so a file
+    swapped for a pipe in between is refused too.
+    """
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = ImageOps.exif_transpose(opened)
+        mode = os.stat(path).st_mode
+        if stat.S_ISDIR(mode):
+            raise ImageError(f"{path}: is a directory, not an image file")
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"{path}: not a regular file")
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
+    except OSError as error:
+        raise ImageError(f"{path}: unreadable image ({error.strerror})") from None
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise ImageError(f"{path}: not a regular file")
+    return descriptor
+
+
+def _read_gray(path: str | Path) -> np.ndarray:
+    """Decode ``path`` into a float64 grayscale array in 0..255, or raise ImageError."""
+    descriptor = _open_regular(path)
+    try:
+        with os.fdopen(descriptor, "rb") as handle, warnings.catch_warnings():
+            # Pillow warns (stderr) above its own limit; ours is lower and checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(handle) as opened:  # reads the header only
+                width, height = opened.size
+                if width * height > MAX_PIXELS:
+                    raise _too_large(path, f"{width}x{height} pixels = ", width * height)
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+    except ImageError:
+        raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (cannot identify image file)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as error:
+    except Image.DecompressionBombError as error:  # over twice Pillow's limit, raised in open
+        declared = re.search(r"\((\d+) pixels\)", str(error))
+        raise _too_large(path, "", int(declared[1]) if declared else None) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise ImageError(f"{path}: unreadable image ({reason})") from None
 

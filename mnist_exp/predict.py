@@ -16,9 +16,9 @@ import sys
 
 from mnist_exp.errors import EXIT_BAD_CONFIG, EXIT_RUN_FAILED
 from mnist_exp.images import load_digits
+from mnist_exp.model_loading import ModelRefused
 from mnist_exp.resume import RUN_ID
-
-DEFAULT_STORE = "sqlite:///outputs/mlflow.db"
+from mnist_exp.store import DEFAULT_STORE
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -66,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
     if good:
         try:
             probabilities = _predict(args.tracking_uri, model_uri(args.model), inputs)
+        except ModelRefused as error:
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_CONFIG
         except Exception as error:  # MLflow raises many kinds; the message is what matters
             print(
-                f"error: cannot load model {args.model!r}: {str(error).splitlines()[0]}",
+                f"error: cannot load model {args.model!r}: {_first_line(error)}",
                 file=sys.stderr,
             )
             return EXIT_BAD_CONFIG
@@ -90,14 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_RUN_FAILED if failures else 0
 
 
+def _first_line(error: Exception) -> str:
+    """The first line of ``error``'s message, or its type's name when it has none."""
+    return (str(error).splitlines() or [type(error).__name__])[0]
+
+
 def _predict(tracking_uri: str, uri: str, inputs):
     import mlflow
 
-    from mnist_exp.tracking import absolute_store_uri, load_model
-    from mnist_exp.train import predict_probabilities
+    from mnist_exp.model_loading import load_model
+    from mnist_exp.store import absolute_store_uri
 
     mlflow.set_tracking_uri(absolute_store_uri(tracking_uri))
-    return predict_probabilities(load_model(uri), inputs)
+    model = load_model(uri)  # refuses anything but the project's own format, before Keras loads
+    from mnist_exp.train import predict_probabilities
+
+    return predict_probabilities(model, inputs)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from mnist_exp.images import ImageError, load_digit, load_digits
+from mnist_exp.images import MAX_PIXELS, ImageError, load_digit, load_digits
 
 LABELS = [0, 3, 8]  # the first real MNIST digit of each of these labels
 
@@ -160,3 +165,83 @@ def test_load_digits_keeps_good_files_in_order_and_reports_bad_ones(digits, tmp_
 
     none, failed = load_digits([missing])
     assert none.shape == (0, 784) and len(failed) == 1
+
+
+def test_fifo_is_refused_at_once_instead_of_hanging(digits, tmp_path):
+    """A named pipe nobody writes to would block a reader forever: refused before opening."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    digit = save(Image.fromarray(digits[3]), tmp_path / "three.png")
+    done = run_cli(  # a subprocess, so that a regression fails on the timeout, not hangs
+        ["unused-model", str(fifo), str(digit), "--request"],
+        cwd=tmp_path,
+        timeout=60,
+        module="mnist_exp.predict",
+    )
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [f"error: {fifo}: not a regular file"]
+    assert len(json.loads(done.stdout)["inputs"]) == 1  # the good file is still read
+
+
+def test_device_and_directory_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ImageError) as raised:
+        load_digit(os.devnull)
+    assert str(raised.value) == f"{os.devnull}: not a regular file"
+    with pytest.raises(ImageError) as raised:
+        load_digit(tmp_path)
+    assert str(raised.value) == f"{tmp_path}: is a directory, not an image file"
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """A valid all-black 1-bit grayscale PNG of any size, compressed row by row, so neither
+    writing it nor the file itself costs memory (12000x12000 is about 20 KB on disk)."""
+    row = bytes(1 + (width + 7) // 8)  # filter byte "none", then the packed pixels
+    compressor = zlib.compressobj(9)
+    idat = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, grayscale
+    chunks = _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunks)
+    return path
+
+
+def test_huge_image_is_refused_from_its_header(tmp_path):
+    big = blank_png(tmp_path / "big.png", 12000, 12000)
+    assert big.stat().st_size < 200_000
+    # A real PNG: Pillow reads its size (and warns, 144 MP being over its own warning level).
+    with pytest.warns(Image.DecompressionBombWarning), Image.open(big) as opened:
+        assert opened.size == (12000, 12000)
+    assert MAX_PIXELS == 40_000_000
+    with pytest.raises(ImageError) as raised:
+        load_digit(big)
+    assert str(raised.value) == (
+        f"{big}: image too large (12000x12000 pixels = 144 megapixels; the limit is 40 megapixels)"
+    )
+    # Past twice Pillow's own limit, Pillow refuses in Image.open; the message stays ours.
+    bomb = blank_png(tmp_path / "bomb.png", 20000, 20000)
+    with pytest.raises(ImageError) as raised:
+        load_digit(bomb)
+    assert str(raised.value) == (
+        f"{bomb}: image too large (400 megapixels; the limit is 40 megapixels)"
+    )
+
+
+def test_huge_image_fails_alone_in_one_line_and_the_rest_still_loads(digits, tmp_path):
+    big = blank_png(tmp_path / "big.png", 12000, 12000)
+    three = save(Image.fromarray(digits[3]), tmp_path / "three.png")
+    inputs, failures = load_digits([big, three])
+    np.testing.assert_array_equal(inputs, load_digit(three)[None])
+    assert [path for path, _ in failures] == [str(big)]
+    done = run_cli(
+        ["unused-model", str(big), str(three), "--request"],
+        cwd=tmp_path,
+        timeout=60,
+        module="mnist_exp.predict",
+    )
+    assert done.returncode == 1
+    # One line: no DecompressionBombWarning from Pillow (144 MP is over its warning level).
+    assert done.stderr.splitlines() == [f"error: {failures[0][1]}"]
+    np.testing.assert_allclose(json.loads(done.stdout)["inputs"], inputs.round(4), atol=1e-6)
