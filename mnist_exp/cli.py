@@ -16,7 +16,7 @@ from collections.abc import Callable
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp import interrupts
+from mnist_exp import interrupts, targets
 from mnist_exp.config import ConfigError
 from mnist_exp.errors import EXIT_INTERRUPTED, describe_hydra_error, exit_with_error
 
@@ -29,6 +29,7 @@ def run_hydra_command(
     ``cleanup`` gets "KILLED" after an interrupt and "FAILED" otherwise; it should only
     act on what the command left unfinished.
     """
+    targets.install()  # refuse configs that name code outside the allow-lists (targets.py)
     # Let Hydra's errors reach us instead of being printed as multi-line reports.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     interrupts.install()

@@ -40,4 +40,13 @@ def describe_hydra_error(error: Exception) -> str:
     if full_key and isinstance(parent, DictConfig) and "not in struct" in str(cause):
         allowed = ", ".join(str(key) for key in parent)
         return f"{full_key}: unknown key; allowed keys here: {allowed}"
-    return str(error).splitlines()[0]
+    return _one_line(str(error) or str(cause) or type(error).__name__)
+
+
+def _one_line(message: str) -> str:
+    """A one-line message unchanged; a longer one (such as Hydra's target-policy refusals)
+    joined into one line, whitespace collapsed, instead of cut after its first line."""
+    lines = message.splitlines()
+    if len(lines) <= 1:
+        return lines[0] if lines else message
+    return " ".join(message.split())

@@ -1,7 +1,8 @@
 """Property-based: any invalid override is one line and exit 2; any valid config builds.
 
-Hypothesis throws random overrides at the real CLI entry point (in-process, for speed) and
-random valid model/optimizer configs at the model builder.
+Hypothesis throws random overrides at the real CLI entry point (in-process, for speed), also
+random ``hydra.*`` ones naming Python code (callbacks, launcher, sampler, logging classes),
+and random valid model/optimizer configs at the model builder.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_exp import run
+from mnist_exp import run, targets
 from mnist_exp.config import ACTIVATIONS, OPTIMIZERS, PLACEMENTS, ExperimentConfig
 from mnist_exp.model import build_model, compile_model, parameter_counts
 
@@ -126,6 +127,22 @@ def cli(args: list[str]) -> tuple[int, list[str]]:
     return code, stderr.getvalue().splitlines()
 
 
+def one_line_error(tmp_path: Path, *overrides: str) -> str:
+    """Run the entry point in-process (run folder in ``tmp_path``, Hydra's logging off);
+    assert exit 2 with exactly one ``error:`` line on stderr, and return that line."""
+    code, stderr = cli(
+        [
+            *overrides,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
+        ]
+    )
+    assert code == 2, (overrides, stderr)
+    assert len(stderr) == 1 and stderr[0].startswith("error: "), (overrides, stderr)
+    return stderr[0]
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -135,18 +152,90 @@ def cli(args: list[str]) -> tuple[int, list[str]]:
 def test_any_invalid_override_is_one_line_exit_2_and_no_run(bad, tmp_path):
     override, key = bad
     store = tmp_path / "mlflow.db"
-    code, stderr = cli(
+    line = one_line_error(tmp_path, override, f"tracking.uri=sqlite:///{store}")
+    assert key.split("=")[0].split(".")[-1] in line, (override, line)
+    assert not store.exists()
+
+
+# Dotted names for _target_ and logging class: harmful ones (open would create the file
+# its _args_ name), allowed ones, and random ones.
+dotted = st.one_of(
+    st.sampled_from(
         [
-            override,
-            f"tracking.uri=sqlite:///{store}",
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
+            "builtins.open",
+            "shutil.copyfile",
+            "pathlib.Path.touch",
+            "os.makedirs",
+            "builtins.print",
+            "logging.config.fileConfig",
+            "logging.os.system",
+            "logging.FileHandler",
+            "logging.StreamHandler",
+            targets.SWEEP_CALLBACK,
+            *sorted(targets.LAUNCHERS | targets.SWEEPERS | targets.OPTUNA_SAMPLERS),
         ]
+    ),
+    st.lists(
+        names.filter(lambda n: n not in {"true", "false", "null", "nan", "inf"}),
+        min_size=1,
+        max_size=4,
+    ).map(".".join),
+)
+
+
+@st.composite
+def hydra_override(draw, made: Path):
+    """(overrides, exact expected error line or None when it may be valid or fail otherwise)."""
+    name = draw(names.filter(lambda n: n != "mlflow_sweep"))
+    target = draw(dotted)
+    kind = draw(st.sampled_from(["callback", "launcher", "sampler", "logging", "unknown", "bare"]))
+    if kind == "callback":
+        key = f"hydra.callbacks.{name}._target_"
+        overrides = [f"+{key}={target}", f"+hydra.callbacks.{name}._args_=[{made},w]"]
+        allowed = {targets.SWEEP_CALLBACK}
+    elif kind == "launcher":
+        key = "hydra.launcher._target_"
+        launcher = draw(st.sampled_from(["basic", "joblib"]))
+        overrides = [f"hydra/launcher={launcher}", f"{key}={target}"]
+        allowed = targets.LAUNCHERS
+    elif kind == "sampler":
+        key = "hydra.sweeper.sampler._target_"
+        overrides = ["hydra/sweeper=optuna", f"{key}={target}"]
+        allowed = targets.OPTUNA_SAMPLERS
+    elif kind == "logging":
+        key = f"hydra.job_logging.handlers.{name}.class"
+        overrides = [f"+{key}={target}"]
+        allowed = {"logging.FileHandler", "logging.StreamHandler"}  # of those drawn here
+    elif kind == "unknown":  # an unknown key somewhere in hydra, set or added
+        where = draw(st.sampled_from(["hydra", "hydra.job", "hydra.launcher", "hydra.sweeper"]))
+        plus = draw(st.sampled_from(["", "+", "++"]))
+        return [f"{plus}{where}.{name}={draw(names)}"], None
+    else:  # a callback entry without a _target_, or a random dotted key in hydra
+        return [draw(st.sampled_from([f"+hydra.callbacks.{name}=1", f"+hydra.{target}=1"]))], None
+    if target in allowed:
+        return overrides, None
+    return overrides, f"error: {key}={target}: not allowed; "
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_hydra_overrides_naming_code_are_one_line_exit_2_and_touch_nothing(data, tmp_path):
+    made = tmp_path / "made"  # what builtins.open would create, had it been called
+    overrides, expected = data.draw(hydra_override(made))
+    store = tmp_path / "mlflow.db"
+    line = one_line_error(
+        tmp_path,
+        *overrides,
+        "model.dropout=1.5",  # a valid config still stops here, before training
+        f"tracking.uri=sqlite:///{store}",
     )
-    assert code == 2, (override, stderr)
-    assert len(stderr) == 1 and stderr[0].startswith("error: "), (override, stderr)
-    assert key.split("=")[0].split(".")[-1] in stderr[0], (override, stderr)
+    if expected is not None:
+        assert line.startswith(expected), (overrides, line)
+    assert not made.exists(), overrides
     assert not store.exists()
 
 

@@ -1,0 +1,362 @@
+"""Configs cannot make Hydra or logging import and call code outside the allow-lists.
+
+Attacks through the real CLI (in subprocesses): a callback, a preset from a --config-dir,
+a task-config _target_, a logging class, a sweep job's own preset. Each must end with one
+line and exit code 2 before anything is instantiated: no file touched, no MLflow run. And
+everything this project ships (every launcher, sweeper, sampler and logging option) still
+composes, a joblib sweep still runs.
+"""
+
+from __future__ import annotations
+
+import pickle
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import InstantiationException
+
+from mnist_exp import targets
+from mnist_exp.config import ConfigError
+from mnist_exp.errors import describe_hydra_error
+
+CONF = Path(targets.__file__).parent.parent / "conf"
+
+
+def refused(args: list[str], tmp_path: Path, module: str = "mnist_exp.run") -> str:
+    """Run the CLI with ``args`` (and a config error of its own, so that nothing would
+    train if the attack got through); assert one error line and exit 2; return the line."""
+    # evaluate without run_id or model_uri stops in its task, before loading anything
+    stop = ["model.dropout=1.5"] if module == "mnist_exp.run" else []
+    done = run_cli(
+        [
+            *args,
+            *stop,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+        module=module,
+    )
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "run").exists()  # refused before Hydra made the run's folder
+    return lines[0]
+
+
+def config_dir(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A --config-dir holding ``files`` (relative path: YAML text)."""
+    root = tmp_path / "shared_conf"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(textwrap.dedent(text))
+    return root
+
+
+@pytest.mark.parametrize("module", ["mnist_exp.run", "mnist_exp.evaluate"])
+def test_callback_that_opens_a_file_is_refused_before_it_truncates_it(tmp_path, module):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    line = refused(
+        ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x._args_=[{victim},w]"],
+        tmp_path,
+        module,
+    )
+    assert line == (
+        "error: hydra.callbacks.x._target_=builtins.open: not allowed; "
+        "allowed targets: mnist_exp.sweep.SweepCallback"
+    )
+    assert victim.read_text() == "precious"
+
+
+def test_callback_that_copies_a_file_is_refused(tmp_path):
+    source, copy = tmp_path / "secret", tmp_path / "copy"
+    source.write_text("secret")
+    line = refused(
+        [
+            "+hydra.callbacks.x._target_=shutil.copyfile",
+            f"+hydra.callbacks.x._args_=[{source},{copy}]",
+        ],
+        tmp_path,
+    )
+    assert line.startswith("error: hydra.callbacks.x._target_=shutil.copyfile: not allowed;")
+    assert not copy.exists()
+
+
+def test_shared_preset_from_a_config_dir_is_refused(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    preset = f"""\
+        # @package _global_
+        hydra:
+          callbacks:
+            x:
+              _target_: builtins.open
+              _args_: [{victim}, w]
+        """
+    shared = config_dir(tmp_path, {"experiment/evil.yaml": preset})
+    line = refused(["--config-dir", str(shared), "experiment=evil"], tmp_path)
+    assert line.startswith("error: hydra.callbacks.x._target_=builtins.open: not allowed;")
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        (
+            "+model._target_=builtins.print",
+            "error: model._target_=builtins.print: not allowed; allowed targets: none here",
+        ),
+        (
+            "hydra.launcher._target_=builtins.print",
+            "error: hydra.launcher._target_=builtins.print: not allowed; allowed targets: "
+            "hydra._internal.core_plugins.basic_launcher.BasicLauncher, ",
+        ),
+        (
+            "+hydra.callbacks.mlflow_sweep._args_=[{_target_:builtins.print}]",
+            "error: hydra.callbacks.mlflow_sweep._args_[0]._target_=builtins.print: not allowed",
+        ),
+        (
+            "+hydra.callbacks.x._target_=${oc.env:SNEAKY_TARGET}",  # resolved, then checked
+            "error: hydra.callbacks.x._target_=shutil.copyfile: not allowed",
+        ),
+        (
+            "+hydra.launcher.ray.init.runtime_env.pip=[evil]",
+            "error: hydra.launcher.ray.init.runtime_env.pip=['evil']: not allowed; "
+            "allowed keys here: config, env_vars, worker_process_setup_hook",
+        ),
+    ],
+)
+def test_targets_outside_the_allow_list_are_refused_anywhere(tmp_path, override, expected):
+    extra = ["hydra/launcher=cluster"] if "ray" in override else []
+    done = run_cli(
+        [override, *extra, "model.dropout=1.5", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        timeout=120,
+        env={"SNEAKY_TARGET": "shutil.copyfile"},
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(expected), done.stderr
+
+
+def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    # A formatter built by a handler class would open (and truncate) its "format" path.
+    formatter = f"""\
+        # @package _global_
+        hydra:
+          job_logging:
+            formatters:
+              simple:
+                class: logging.FileHandler
+                format: {victim}
+                datefmt: w
+        """
+    factory = """\
+        # @package _global_
+        hydra:
+          hydra_logging:
+            formatters:
+              simple:
+                (): builtins.print
+        """
+    job_logging = """\
+        version: 1
+        handlers:
+          h:
+            class: logging.config.fileConfig
+            fname: nowhere.ini
+        root:
+          handlers: [h]
+        """
+    shared = config_dir(
+        tmp_path,
+        {
+            "experiment/formatter.yaml": formatter,
+            "experiment/factory.yaml": factory,
+            "hydra/job_logging/evil.yaml": job_logging,
+        },
+    )
+    cases = {
+        "experiment=formatter": (
+            "error: hydra.job_logging.formatters.simple.class=logging.FileHandler: not allowed; "
+            "allowed classes: logging.Formatter"
+        ),
+        "experiment=factory": (
+            "error: hydra.hydra_logging.formatters.simple.()=builtins.print: not allowed; "
+            "no () factories in logging configs"
+        ),
+        "hydra/job_logging=evil": (
+            "error: hydra.job_logging.handlers.h.class=logging.config.fileConfig: not allowed; "
+            "allowed classes: logging.FileHandler, logging.Handler, "
+        ),
+        "+hydra.job_logging.handlers.x.class=shutil.copyfile": (
+            "error: hydra.job_logging.handlers.x.class=shutil.copyfile: not allowed;"
+        ),
+        "hydra.job_logging.handlers.console.stream=ext://os.system": (
+            "error: hydra.job_logging.handlers.console.stream=ext://os.system: not allowed; "
+            "allowed ext:// values: ext://sys.stderr, ext://sys.stdout"
+        ),
+    }
+    for override, expected in cases.items():
+        line = refused(["--config-dir", str(shared), override], tmp_path)
+        assert line.startswith(expected), (override, line)
+    assert victim.read_text() == "precious"
+
+
+def test_a_sweep_job_preset_is_checked_in_the_joblib_worker(tmp_path):
+    """A job's own config (here: an Optuna trial picking a preset) is composed in joblib's
+    worker process, which must check it too: the formatter would create ``victim``."""
+    victim = tmp_path / "victim"
+    preset = f"""\
+        # @package _global_
+        hydra:
+          job_logging:
+            formatters:
+              simple:
+                class: logging.FileHandler
+                format: {victim}
+                datefmt: w
+        """
+    shared = config_dir(tmp_path, {"experiment/evil.yaml": preset})
+    done = run_cli(
+        [
+            "-m",
+            "--config-dir",
+            str(shared),
+            "+sweep=optuna_mlp",
+            "hydra.sweeper.n_trials=1",
+            "hydra.sweeper.n_jobs=1",
+            "+hydra.sweeper.params.experiment='choice(evil)'",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",  # 1 would run the job in this process, not a worker
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.artifact_location={tmp_path / 'art'}",
+        ],
+        cwd=tmp_path,
+        timeout=300,
+    )
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 2, done.stderr
+    assert errors == [
+        "error: hydra.job_logging.formatters.simple.class=logging.FileHandler: not allowed; "
+        "allowed classes: logging.Formatter"
+    ], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not victim.exists()
+    assert not list((tmp_path / "sweep").rglob("*.log"))  # no job got as far as logging
+
+
+def test_loader_pickles_by_reference_so_workers_check_too():
+    targets.install()
+    GlobalHydra.instance().clear()
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        assert type(loader) is targets.CheckingConfigLoader
+        assert b"mnist_exp.targets" in pickle.dumps(loader)
+        with pytest.raises(ConfigError, match=r"^model\._target_=x\.y: not allowed"):
+            compose("config", overrides=["+model._target_=x.y"])
+
+
+def test_default_config_shows(tmp_path):
+    done = run_cli(["--cfg", "job"], cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "seed: 42" in done.stdout
+
+
+def test_optuna_sweep_config_composes(tmp_path):
+    done = run_cli(["--cfg", "hydra", "+sweep=optuna_mlp"], cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "_target_: optuna.samplers.TPESampler" in done.stdout
+    assert "_target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper" in (
+        done.stdout
+    )
+
+
+def _options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+
+
+SHIPPED = [
+    *[
+        [f"hydra/launcher={name}"]
+        for name in ["basic", "joblib", "ray", *_options("hydra/launcher")]
+    ],
+    *[
+        ["hydra/sweeper=optuna", f"hydra/sweeper/sampler={name}"]
+        for name in ["tpe", "random", "cmaes", "nsgaii", "motpe", "grid"]
+    ],
+    [
+        "hydra/sweeper=optuna",
+        "hydra/sweeper/sampler=cmaes",
+        "hydra.sweeper.sampler.independent_sampler={_target_:optuna.samplers.RandomSampler}",
+    ],
+    *[[f"hydra/job_logging={name}"] for name in ["default", "disabled", "none", "stdout"]],
+    *[[f"hydra/hydra_logging={name}"] for name in ["default", "disabled", "none", "hydra_debug"]],
+    *[[f"+sweep={name}"] for name in _options("sweep")],
+    *[[f"experiment={name}"] for name in _options("experiment")],
+]
+
+
+@pytest.mark.parametrize("overrides", SHIPPED, ids=lambda o: " ".join(o))
+def test_every_shipped_option_composes(overrides):
+    """Every launcher, sweeper, sampler, logging option and preset passes the check."""
+    targets.install()
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    targets.check_targets(cfg)
+
+
+def test_ray_aws_launcher_is_not_allowed():
+    targets.install()
+    with (
+        initialize_config_module("mnist_exp.conf", version_base="1.3"),
+        pytest.raises(ConfigError, match=r"^hydra\.launcher\._target_=.*RayAWSLauncher: not"),
+    ):
+        compose("config", overrides=["hydra/launcher=ray_aws"], return_hydra_config=True)
+
+
+def test_joblib_sweep_with_shipped_configs_runs(tmp_path, mnist_npz):
+    done = run_cli(
+        [
+            "-m",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "train.epochs=1",
+            "train.verbose=0",
+            f"data.path={mnist_npz}",
+            "model.dropout=0.2,0.3",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+            f"tracking.artifact_location={tmp_path / 'art'}",
+        ],
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 finished, 0 failed" in done.stdout
+
+
+def test_hydra_multi_line_errors_become_one_whole_line():
+    blocked = InstantiationException(
+        "Target 'os.remove' is blocklisted and cannot be instantiated from config\n"
+        "to prevent security vulnerabilities, set env var\n"
+        "HYDRA_INSTANTIATE_ALLOWLIST_OVERRIDE=os.remove:<other allowlisted targets> to bypass\n"
+        "full_key: hydra.callbacks.x"
+    )
+    assert describe_hydra_error(blocked) == (
+        "Target 'os.remove' is blocklisted and cannot be instantiated from config to prevent "
+        "security vulnerabilities, set env var HYDRA_INSTANTIATE_ALLOWLIST_OVERRIDE=os.remove:"
+        "<other allowlisted targets> to bypass full_key: hydra.callbacks.x"
+    )
+    one_line = InstantiationException("Error locating target 'a.b',  kept  as is")
+    assert describe_hydra_error(one_line) == "Error locating target 'a.b',  kept  as is"
