@@ -4,6 +4,7 @@ stores, corrupt or outdated stores, read-only folders; and models too big to bui
 from __future__ import annotations
 
 import importlib.util
+import shlex
 import sqlite3
 import subprocess
 import sys
@@ -183,3 +184,17 @@ def test_check_store_accepts_what_can_keep_runs(tmp_path):
     check_store("sqlite:///outputs/mlflow.db")
     with pytest.raises(ConfigError, match="no database file"):
         check_store(f"sqlite:/{tmp_path / 'new.db'}")  # two slashes: a host, no file
+
+
+def test_the_printed_ui_command_survives_a_path_with_spaces():
+    command = tracking.ui_command("sqlite:////tmp/my runs/it's/mlflow.db")
+    assert shlex.split(command) == [
+        "mlflow",
+        "ui",
+        "--backend-store-uri",
+        "sqlite:////tmp/my runs/it's/mlflow.db",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "5000",
+    ]
