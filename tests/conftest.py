@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import socket
@@ -102,6 +103,24 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def in_process(main: Callable[[], object], args: list[str]) -> subprocess.CompletedProcess:
+    """Run a command's ``main()`` in this process with ``args`` as its command line, as
+    ``run_cli`` would in a subprocess, only without paying for the imports again: exit
+    code and captured output (what Python writes to the standard streams)."""
+    stdout, stderr = io.StringIO(), io.StringIO()  # never closed: nothing holds a dead stream
+    argv = sys.argv
+    sys.argv = ["mnist_exp", *args]
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
+            main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(args, code, stdout.getvalue(), stderr.getvalue())
 
 
 def interrupt_during_training(args: list[str], cwd: Path) -> tuple[int, str]:

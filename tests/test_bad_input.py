@@ -7,13 +7,11 @@ and random valid model/optimizer configs at the model builder.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import os
-import sys
 from pathlib import Path
 
+from conftest import in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -113,18 +111,8 @@ BAD = st.one_of(out_of_range(), wrong_type(), unknown_key(), unknown_option(), m
 
 def cli(args: list[str]) -> tuple[int, list[str]]:
     """Run the real entry point in-process; return its exit code and stderr lines."""
-    stderr = io.StringIO()  # never closed: nothing can be left holding a dead stream
-    argv = sys.argv
-    sys.argv = ["mnist_exp.run", *args]
-    try:
-        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            run.main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = argv
-    return code, stderr.getvalue().splitlines()
+    done = in_process(run.main, args)
+    return done.returncode, done.stderr.splitlines()
 
 
 def one_line_error(tmp_path: Path, *overrides: str) -> str:

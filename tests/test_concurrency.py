@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,12 @@ def wait_for_line(process: subprocess.Popen, prefix: str) -> None:
     raise AssertionError(f"no line {prefix!r}; stderr: {process.stderr.read()[-2000:]}")
 
 
+def pause_at(process: subprocess.Popen, prefix: str) -> None:
+    """Stop (SIGSTOP) the process as soon as it prints a line starting with ``prefix``."""
+    wait_for_line(process, prefix)
+    process.send_signal(signal.SIGSTOP)
+
+
 def finish(process: subprocess.Popen) -> tuple[int, str, str]:
     """Wait for the process; return (exit code, stdout, stderr)."""
     stdout, stderr = process.communicate(timeout=300)
@@ -52,53 +59,92 @@ def gc(store: Store, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli(["gc", "--tracking-uri", store.uri, *args], cwd=cwd, module="mnist_exp.runs")
 
 
-def test_four_processes_start_at_once_on_a_fresh_store(tmp_path, store, mnist_npz):
-    args = [
+def test_runs_and_sweeps_start_at_once_on_a_fresh_store(tmp_path, store, mnist_npz):
+    """Two runs and two sweeps (4 processes) start together on a store that does not exist
+    yet: none fails, each run has a folder of its own, each sweep keeps its children."""
+    common = [
         f"data.path={mnist_npz}",
         "train.epochs=1",
+        "train.verbose=0",
         "tracking.log_model=false",
         *store.overrides,
     ]
-    processes = [start([*args, f"seed={seed}"], tmp_path) for seed in range(4)]
+    sweep = ["-m", "model.dropout=0.2,0.3"]
+    processes = [
+        start([*common, "seed=1"], tmp_path),
+        start([*common, "seed=2"], tmp_path),
+        start([*sweep, *common, "seed=3"], tmp_path),
+        start([*sweep, *common, "seed=4"], tmp_path),
+    ]
     results = [finish(process) for process in processes]
     assert [code for code, _, _ in results] == [0] * 4, [err[-2000:] for _, _, err in results]
     runs = store.runs()
-    assert len(runs) == 4
+    assert len(runs) == 2 + 2 * 3
     assert {run.info.status for run in runs} == {"FINISHED"}
-    # Each has a folder of its own (Hydra's default, relative to where they started).
-    folders = {run.data.tags["output_dir"] for run in runs}
-    assert len(folders) == 4
+    # Every run and every sweep job has a folder of its own (the defaults, relative to cwd).
+    folders = {run.data.tags["output_dir"] for run in runs if "output_dir" in run.data.tags}
+    assert len(folders) == 2 + 2 * 2
     assert all((tmp_path / folder / ".hydra" / "config.yaml").is_file() for folder in folders)
+    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    assert len({parent.data.tags["sweep"] for parent in parents}) == 2
+    for parent in parents:
+        children = [
+            run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        ]
+        assert parent.data.metrics["finished_runs"] == 2
+        assert len(children) == 2
+        # Each child ran in its own sweep's folder, with that sweep's seed.
+        assert {child.data.tags["sweep"] for child in children} == {parent.data.tags["sweep"]}
+        assert len({child.data.params["seed"] for child in children}) == 1
 
 
-def test_two_runs_started_together_each_resume_their_own_run(tmp_path, store, mnist_npz):
+def test_runs_started_together_resume_as_themselves_and_only_when_resumable(
+    tmp_path, store, mnist_npz
+):
     args = [
         f"data.path={mnist_npz}",
-        "train.epochs=4",
+        "train.epochs=20",
         "tracking.log_model=false",
         *store.overrides,
     ]
     processes = [start([*args, f"seed={seed}"], tmp_path) for seed in (1, 2)]
-    for process in processes:  # both killed after epoch 2 of 4
-        wait_for_line(process, "Epoch 3/4")
-        process.send_signal(signal.SIGTERM)
-    assert [finish(process)[0] for process in processes] == [130, 130]
+    with ThreadPoolExecutor(2) as watchers:  # each held still once its epoch 2 is done
+        list(watchers.map(lambda process: pause_at(process, "Epoch 3/20"), processes))
+    interrupted, killed = processes
     by_seed = {run.data.params["seed"]: run for run in store.runs()}
     first, second = by_seed["1"], by_seed["2"]
     assert first.data.tags["output_dir"] != second.data.tags["output_dir"]
+    try:
+        # A run whose process is alive is not resumed.
+        live = run_cli([f"resume={first.info.run_id}", *store.overrides], cwd=tmp_path)
+        assert live.returncode == 2
+        assert last_line(live.stderr).startswith(
+            f"error: resume={first.info.run_id}: the run is still RUNNING in process "
+            f"{interrupted.pid} on "
+        )
+        interrupted.send_signal(signal.SIGTERM)  # like Ctrl-C: the run ends KILLED
+        interrupted.send_signal(signal.SIGCONT)
+        killed.kill()  # kill -9: nothing can mark the run, it stays RUNNING
+    except BaseException:
+        for process in processes:
+            process.kill()
+        raise
+    assert [finish(process)[0] for process in processes] == [130, -signal.SIGKILL]
+    client = store.client()
+    assert client.get_run(first.info.run_id).info.status == "KILLED"
+    assert client.get_run(second.info.run_id).info.status == "RUNNING"
 
-    # Resume the second first: it must continue the second run, not the first.
-    for run in (second, first):
+    # The second first: it must continue the second run, not the first.
+    for run, old_owner in ((second, killed), (first, interrupted)):
         done = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
         assert run_id_of(done.stdout) == run.info.run_id
-    client = store.client()
-    for run, seed in ((first, "1"), (second, "2")):
         resumed = client.get_run(run.info.run_id)
         assert resumed.info.status == "FINISHED"
-        assert resumed.data.params["seed"] == seed
+        assert resumed.data.tags["pid"] != str(old_owner.pid)  # the new owner
+        assert resumed.data.params["seed"] == run.data.params["seed"]
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
-        assert steps == [1, 2, 3, 4]
+        assert steps == list(range(1, 21))
     assert len(store.runs()) == 2
 
     # A FINISHED run is not reopened.
@@ -109,37 +155,6 @@ def test_two_runs_started_together_each_resume_their_own_run(tmp_path, store, mn
         "(start a new run)"
     )
     assert client.get_run(first.info.run_id).info.status == "FINISHED"
-
-
-def test_resume_refuses_a_live_run_and_takes_over_a_killed_one(tmp_path, store, mnist_npz):
-    process = start(
-        [f"data.path={mnist_npz}", "train.epochs=5", "tracking.log_model=false", *store.overrides],
-        tmp_path,
-    )
-    try:
-        wait_for_line(process, "Epoch 3/5")
-        process.send_signal(signal.SIGSTOP)  # alive, but holding still while we try
-        (run,) = store.runs()
-        live = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
-        assert live.returncode == 2
-        assert last_line(live.stderr).startswith(
-            f"error: resume={run.info.run_id}: the run is still RUNNING in process "
-            f"{process.pid} on "
-        )
-        process.kill()  # kill -9: nothing can mark the run
-    finally:
-        process.kill()
-        finish(process)
-    client = store.client()
-    assert client.get_run(run.info.run_id).info.status == "RUNNING"
-
-    done = run_cli([f"resume={run.info.run_id}", *store.overrides], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    resumed = client.get_run(run.info.run_id)
-    assert resumed.info.status == "FINISHED"
-    assert resumed.data.tags["pid"] != str(process.pid)  # the new owner
-    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
-    assert steps == [1, 2, 3, 4, 5]
 
 
 def test_gc_closes_a_sweep_killed_with_sigkill(tmp_path, store, mnist_npz):
@@ -173,35 +188,6 @@ def test_gc_closes_a_sweep_killed_with_sigkill(tmp_path, store, mnist_npz):
     assert {run.info.status for run in runs} == {"KILLED"}
     assert {run.data.tags["closed_by"] for run in runs} == {"gc"}
     assert gc(store, tmp_path).stdout.startswith("closed (KILLED): 0 run(s)")
-
-
-def test_two_sweeps_started_together_keep_their_own_children(tmp_path, store, mnist_npz):
-    args = [
-        "-m",
-        f"data.path={mnist_npz}",
-        "train.epochs=1",
-        "train.verbose=0",
-        "tracking.log_model=false",
-        "model.dropout=0.2,0.3",
-        *store.overrides,
-    ]
-    # The default sweep folders: named by the second they start in, plus a random id.
-    processes = [start([*args, f"seed={seed}"], tmp_path) for seed in (1, 2)]
-    results = [finish(process) for process in processes]
-    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
-    runs = store.runs()
-    parents = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
-    assert len(parents) == 2
-    assert parents[0].data.tags["sweep"] != parents[1].data.tags["sweep"]
-    for parent in parents:
-        children = [
-            run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
-        ]
-        assert parent.data.metrics["finished_runs"] == 2
-        assert len(children) == 2
-        # Each child ran in its own sweep's folder, with that sweep's seed.
-        assert {child.data.tags["sweep"] for child in children} == {parent.data.tags["sweep"]}
-        assert len({child.data.params["seed"] for child in children}) == 1
 
 
 @pytest.fixture

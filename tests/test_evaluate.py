@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Store, run_cli
+from conftest import Store, in_process, run_cli
 
+from mnist_exp import evaluate as evaluate_command
 from mnist_exp.config import ConfigError
 from mnist_exp.run_data import ASK_FOR_DATA, chooses_data, training_run_id
 
@@ -56,10 +57,19 @@ def npz_restored(trained: Trained) -> Iterator[Path]:
 
 
 def evaluate(trained: Trained, *args: str):
-    """Run the evaluate CLI on the fixture's store; return (process, new evaluation runs)."""
+    """Run the evaluate command (in-process) on the fixture's store; return (its result,
+    new evaluation runs)."""
     before = {run.info.run_id for run in trained.store.runs()}
-    done = run_cli(
-        [*args, *trained.store.overrides], cwd=trained.folder, module="mnist_exp.evaluate"
+    folder = trained.folder / f"evaluate-{len(before)}"
+    done = in_process(
+        evaluate_command.main,
+        [
+            *args,
+            *trained.store.overrides,
+            f"hydra.run.dir={folder}",
+            "hydra/job_logging=none",  # no log handler left holding this test's streams
+            "hydra/hydra_logging=none",
+        ],
     )
     new = [run for run in trained.store.runs() if run.info.run_id not in before]
     return done, new
