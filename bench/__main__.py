@@ -2,7 +2,8 @@
 
 In one sitting, on the same data (``../shared/data/mnist.npz`` when present, else the
 offline subset), epochs, batch size and seed, it runs the plain script
-(``bench/plain_keras.py``) and ``python -m mnist_exp.run`` in several configurations, and
+(``bench/plain_keras.py``), ``python -m mnist_exp.run`` in several configurations, and the
+same model written directly in JAX (``bench/jax_yardstick.py``, the speed limit), and
 reports wall time, training samples/s, achieved GFLOP/s against the measured matmul peak,
 test accuracy and every ratio to the plain script; plus the time of ``--help`` and
 ``--cfg job``, launch-to-training, MLflow's cost per epoch and the end-to-end overhead.
@@ -31,12 +32,17 @@ EPOCHS, BATCH, SEED = 10, 32, 42
 # backward products) x its 251,136 dense weights.
 FLOP_PER_SAMPLE = 6 * (784 * 256 + 256 * 128 + 128 * 128 + 128 * 10)
 CONFIGS = {
-    "mnist_exp default": [],
+    "mnist_exp default (steps_per_execution=auto: an epoch per call)": [],
+    "steps_per_execution=1 (the old default)": ["train.steps_per_execution=1"],
     "steps_per_execution=32": ["train.steps_per_execution=32"],
-    "jax": ["train.backend=jax"],
-    "jax, steps_per_execution=64": ["train.backend=jax", "train.steps_per_execution=64"],
-    "jax, steps_per_execution=256": ["train.backend=jax", "train.steps_per_execution=256"],
+    "jax (device-resident epochs, the JAX default)": ["train.backend=jax"],
+    "jax step by step, steps_per_execution=64": [
+        "train.backend=jax",
+        "train.device_epochs=false",
+        "train.steps_per_execution=64",
+    ],
 }
+YARDSTICK = "yardstick: the same model written directly in JAX"
 
 
 def timed(command: list[str], cwd: Path) -> tuple[float, str]:
@@ -102,6 +108,28 @@ def main() -> None:
                 plain,
             )
         ]
+        _, out = timed(
+            [
+                sys.executable,
+                "-m",
+                "bench.jax_yardstick",
+                str(data),
+                *map(str, (EPOCHS, BATCH, SEED)),
+            ],
+            REPO,
+        )
+        yardstick = json.loads(out.strip().splitlines()[-1])
+        rows.append(
+            _row(
+                YARDSTICK,
+                yardstick["fit_seconds"],  # no start-up counted: it is not a program to run
+                yardstick["fit_seconds"],
+                yardstick["train_samples"],
+                yardstick["test_accuracy"],
+                peak,
+                plain,
+            )
+        )
         store = f"sqlite:///{workdir / 'mlflow.db'}"
         os.environ["JAX_COMPILATION_CACHE_DIR"] = str(workdir / "jax_cache")
         for name, overrides in CONFIGS.items():
@@ -144,7 +172,12 @@ def main() -> None:
     result = {
         "command": "python -m bench",
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "jax_device": yardstick["device"],
+            "tensorflow_device": "cpu (tensorflow-cpu)",
+        },
         "data": data_name,
         "epochs": EPOCHS,
         "batch_size": BATCH,
@@ -183,7 +216,8 @@ def _table(result: dict) -> str:
     head = (
         f"{result['data']}, {result['epochs']} epochs, batch {result['batch_size']}, "
         f"{result['machine']['cores']} cores; matmul peak "
-        f"{result['matmul_peak_gflops']} GFLOP/s"
+        f"{result['matmul_peak_gflops']} GFLOP/s; JAX on {result['machine']['jax_device']}, "
+        f"TensorFlow on {result['machine']['tensorflow_device']}"
     )
     lines = [
         head,
@@ -200,6 +234,12 @@ def _table(result: dict) -> str:
             f"{row['overhead_seconds']} | {row.get('startup_seconds', '-')} | "
             f"{row.get('mlflow_ms_per_epoch', '-')} |"
         )
+    rates = {row["config"]: row["samples_per_second"] for row in result["rows"]}
+    device_path = next(name for name in rates if name.startswith("jax (device"))
+    lines.append(
+        f"\n{device_path}: {rates[device_path] / rates[YARDSTICK]:.0%} of the yardstick's "
+        "training samples/s"
+    )
     startup = result["startup_seconds"]
     lines.append(
         f"\n`--help`: {startup['--help']} s, `--cfg job`: {startup['--cfg job']} s (median of 3)"

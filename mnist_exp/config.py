@@ -9,6 +9,7 @@ or ``choices``), so this module is both the validator and the reference document
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from omegaconf.errors import OmegaConfBaseException
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
 PLACEMENTS = ("first", "last", "all")
 BACKENDS = ("tensorflow", "jax")
+DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup")
 MODEL_TYPES = ("mlp", "cnn")
 DATASETS = ("mnist", "fashion_mnist", "mnist_subset")
@@ -202,8 +205,23 @@ class TrainConfig:
     backend: str = _key(
         "tensorflow", "Keras backend, chosen before Keras is imported.", choices=BACKENDS
     )
-    steps_per_execution: int = _key(
-        1, "Training steps per compiled call (same updates, less Python overhead).", ge=1
+    steps_per_execution: str = _key(
+        "auto",
+        "Training steps per compiled call (same updates, less Python overhead): a number, "
+        "or auto: a whole epoch per call on TensorFlow, 64 on JAX step by step.",
+        pattern=r"auto|[1-9][0-9]*",
+        shown="auto or an integer >= 1",
+    )
+    device_epochs: bool = _key(
+        True,
+        "JAX: data on the device, each epoch one compiled call (false: step by step in "
+        "groups of steps_per_execution, as on TensorFlow).",
+    )
+    device: str = _key(
+        "auto", "auto (a GPU if JAX sees one), cpu or gpu (JAX only).", choices=DEVICES
+    )
+    precision: str = _key(
+        "float32", "Keras mixed-precision policy of the layers.", choices=PRECISIONS
     )
     deterministic: bool = _key(
         False, "Bit-identical reruns: TensorFlow op determinism (slower, see README)."
@@ -342,6 +360,8 @@ _TYPE_WORDS = {
 def describe_allowed(schema_field: dataclasses.Field) -> str:
     """Say in words which values a schema field accepts (used in errors and docs)."""
     meta = schema_field.metadata
+    if "shown" in meta:
+        return meta["shown"]
     if "choices" in meta:
         return "one of: " + ", ".join(meta["choices"])
     bounds = [
@@ -361,6 +381,7 @@ def _within(value: Any, meta: dict) -> bool:
         "le": lambda bound: value <= bound,
         "lt": lambda bound: value < bound,
         "choices": lambda choices: value in choices,
+        "pattern": lambda pattern: re.fullmatch(pattern, str(value)) is not None,
     }
     return all(check(meta[name]) for name, check in checks.items() if name in meta)
 

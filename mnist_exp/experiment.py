@@ -14,12 +14,13 @@ from omegaconf import DictConfig
 
 from mnist_exp import STARTED_AT, tracking
 from mnist_exp.data import Splits
+from mnist_exp.devices import device_tags
 from mnist_exp.leaderboard import OBJECTIVE
 from mnist_exp.lineage import log_datasets
 from mnist_exp.model import build_model, compile_model, parameter_counts
 from mnist_exp.report import ClassificationReport
 from mnist_exp.resume import CHECKPOINTS, Checkpoint
-from mnist_exp.sweep import PARAM_COUNT_KEYS, sweep_parent_run
+from mnist_exp.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY, sweep_parent_run
 from mnist_exp.train import (
     EpochMetricsCallback,
     FitResult,
@@ -28,6 +29,7 @@ from mnist_exp.train import (
     load_checkpoint_model,
     predict_probabilities,
     steps_per_epoch,
+    steps_per_execution,
 )
 
 
@@ -70,6 +72,7 @@ def run_experiment(
         mlflow.set_tags(
             {
                 "keras.backend": keras.backend.backend(),
+                **device_tags(keras.backend.backend()),
                 **{f"threads.{pool}": str(count) for pool, count in threads.items()},
             }
         )
@@ -78,6 +81,7 @@ def run_experiment(
 
             tf.config.experimental.enable_op_determinism()
         keras.utils.set_random_seed(cfg.seed)
+        keras.mixed_precision.set_global_policy(cfg.train.precision)
         if resume_from is None:
             model = _new_model(cfg, splits, job)
         else:
@@ -122,13 +126,11 @@ def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
         num_classes=len(splits.class_names),
         augment=cfg.data.augment,
     )
-    # More steps per call than an epoch has breaks Keras on JAX; it gains nothing anyway.
     steps = steps_per_epoch(splits, cfg.train.batch_size)
-    compile_model(
-        model, cfg.optimizer, min(cfg.train.steps_per_execution, steps), steps, cfg.train.epochs
-    )
-    counts = parameter_counts(model)
-    tracking.log_config(cfg, job.overrides, dict(zip(PARAM_COUNT_KEYS, counts, strict=True)))
+    grouped = steps_per_execution(cfg.train, steps)
+    compile_model(model, cfg.optimizer, grouped, steps, cfg.train.epochs)
+    derived = dict(zip(PARAM_COUNT_KEYS, parameter_counts(model), strict=True))
+    tracking.log_config(cfg, job.overrides, {**derived, STEPS_RUN_KEY: grouped})
     tracking.log_summary(model)
     return model
 

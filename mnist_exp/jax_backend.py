@@ -78,3 +78,150 @@ def use_scanned_steps(model: keras.Model) -> None:
         return logs, state
 
     model.train_function = train_function
+
+
+def _state(model: keras.Model, *groups: str) -> tuple[list, ...]:
+    """The values of the model's variable ``groups``, as JAX's stateless steps take them."""
+    owners = {
+        "trainable": model.trainable_variables,
+        "non_trainable": model.non_trainable_variables,
+        "optimizer": model.optimizer.variables,
+        "metrics": model.metrics_variables,
+    }
+    return tuple([variable.value for variable in owners[group]] for group in groups)
+
+
+TRAINING_STATE = ("trainable", "non_trainable", "optimizer", "metrics")
+
+
+def _assign_training_state(model: keras.Model, state: tuple[list, ...]) -> None:
+    """Write a training state (as :data:`TRAINING_STATE` orders it) back to the model."""
+    owners = (
+        model.trainable_variables,
+        model.non_trainable_variables,
+        model.optimizer.variables,
+        model.metrics_variables,
+    )
+    for variables, values in zip(owners, state, strict=True):
+        for variable, value in zip(variables, values, strict=True):
+            variable.assign(value)
+
+
+def _batched(count: int, batch_size: int) -> tuple[int, int]:
+    """(full batches, samples left for the short last batch)."""
+    return count // batch_size, count % batch_size
+
+
+def _epoch_function(model: keras.Model, batch_size: int) -> Callable:
+    """Jitted (state, images, labels, order) -> (logs, state): the epoch's full batches,
+    gathered on the device in ``order``, as one scan, then its short last batch."""
+
+    def epoch(state, images, labels, order):
+        full, rest = _batched(order.shape[0], batch_size)
+
+        def one_step(carry, indices):
+            logs, carry = model.train_step(carry, (images[indices], labels[indices]))
+            return carry, logs
+
+        groups = order[: full * batch_size].reshape(full, batch_size)
+        state, logs = jax.lax.scan(one_step, state, groups)
+        logs = tree.map_structure(lambda values: values[-1], logs)
+        if rest:
+            tail = order[full * batch_size :]
+            logs, state = model.train_step(state, (images[tail], labels[tail]))
+        return logs, state
+
+    return jax.jit(epoch, donate_argnums=0)
+
+
+def _evaluate_function(model: keras.Model, batch_size: int) -> Callable:
+    """Jitted (state, images, labels) -> logs: metrics over the whole set, in batches of
+    ``batch_size`` (the last one short) scanned on the device."""
+
+    def evaluate(state, images, labels):
+        full, rest = _batched(images.shape[0], batch_size)
+
+        def one_step(carry, batch):
+            logs, carry = model.test_step(carry, batch)
+            return carry, logs
+
+        logs = {}
+        if full:
+            stacked = tree.map_structure(
+                lambda array: (
+                    array[: full * batch_size].reshape(full, batch_size, -1)
+                    if array.ndim > 1
+                    else array[: full * batch_size].reshape(full, batch_size)
+                ),
+                (images, labels),
+            )
+            state, logs = jax.lax.scan(one_step, state, stacked)
+            logs = tree.map_structure(lambda values: values[-1], logs)
+        if rest:
+            logs, state = model.test_step(state, (images[-rest:], labels[-rest:]))
+        return logs
+
+    return jax.jit(evaluate)
+
+
+def fit_on_device(
+    model: keras.Model,
+    arrays: dict[str, np.ndarray],
+    batch_size: int,
+    epochs: int,
+    epoch_order: Callable[[int], np.ndarray],
+    callbacks: list[keras.callbacks.Callback],
+    initial_epoch: int = 0,
+    verbose: int = 2,
+    validation_batch_size: int = 1024,
+) -> dict[str, list[float]]:
+    """``model.fit`` with the data on the device and each epoch one compiled call.
+
+    ``arrays`` holds x_train, y_train, x_val, y_val. They go to the default JAX device
+    once; each epoch's batch order (``epoch_order(epoch)``) is one index array, and the
+    epoch's batches are gathered from it on the device. Callbacks see what ``fit`` shows
+    them at the end of every epoch (synced weights, optimizer state, the epoch's training
+    and validation metrics), so checkpoints, early stopping and divergence checks work;
+    batch-level callbacks are not called. Returns the history of these epochs.
+    """
+    on_device = {name: jax.device_put(array) for name, array in arrays.items()}
+    # Build the compiled metrics and loss (as fit would from its first batch).
+    model._symbolic_build(data_batch=(arrays["x_train"][:1], arrays["y_train"][:1]))
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    train_epoch = _epoch_function(model, batch_size)
+    evaluate = _evaluate_function(model, validation_batch_size)
+    steps = -(-len(arrays["y_train"]) // batch_size)
+    callback_list = keras.callbacks.CallbackList(
+        callbacks,
+        add_history=True,
+        add_progbar=verbose != 0,
+        verbose=verbose,
+        epochs=epochs,
+        steps=steps,
+        model=model,
+    )
+    model.stop_training = False
+    callback_list.on_train_begin()
+    for epoch in range(initial_epoch, epochs):
+        model.reset_metrics()
+        callback_list.on_epoch_begin(epoch)
+        order = jax.device_put(np.asarray(epoch_order(epoch), dtype=np.int32))
+        logs, state = train_epoch(
+            _state(model, *TRAINING_STATE), on_device["x_train"], on_device["y_train"], order
+        )
+        _assign_training_state(model, state)
+        epoch_logs = {name: float(value) for name, value in logs.items()}
+        callback_list.on_train_batch_end(steps - 1, epoch_logs)  # the progress bar's count
+        model.reset_metrics()
+        val_logs = evaluate(
+            _state(model, "trainable", "non_trainable", "metrics"),
+            on_device["x_val"],
+            on_device["y_val"],
+        )
+        epoch_logs.update({f"val_{name}": float(value) for name, value in val_logs.items()})
+        callback_list.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    callback_list.on_train_end()
+    return model.history.history

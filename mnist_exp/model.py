@@ -56,7 +56,8 @@ def build_model(
             stack.append(layers.BatchNormalization())
         if model_cfg.dropout > 0 and _placed(model_cfg.dropout_layers, index, depth):
             stack.append(layers.Dropout(model_cfg.dropout))
-    stack.append(layers.Dense(num_classes, activation="softmax"))
+    # Probabilities in float32 whatever the precision policy (stable loss, same outputs).
+    stack.append(layers.Dense(num_classes, activation="softmax", dtype="float32"))
     return keras.Sequential(stack, name=model_cfg.name)
 
 

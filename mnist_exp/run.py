@@ -8,10 +8,8 @@ imported only once a run really starts, so ``--help`` and ``--cfg job`` answer a
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
-from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -22,6 +20,7 @@ from mnist_exp import interrupts
 from mnist_exp.cli import exit_without_teardown, run_hydra_command
 from mnist_exp.config import ConfigError, validate
 from mnist_exp.data import load_splits
+from mnist_exp.devices import select_backend
 from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
 from mnist_exp.preflight import check_model_fits, check_store
 from mnist_exp.resume import load_resume
@@ -72,7 +71,8 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
     check_model_fits(typed.model, num_classes=len(typed.data.class_names))
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
-    select_backend(typed.train.backend)
+    parallel_jobs = _parallel_jobs(hydra_cfg) if in_sweep else 1
+    select_backend(typed.train, parallel_jobs)
     # TensorFlow and MLflow load only now that config and data are known to be good.
     from mnist_exp.experiment import JobInfo, run_experiment
 
@@ -81,28 +81,9 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         sweep=hydra_cfg.sweep.dir if in_sweep else None,
         job_num=hydra_cfg.job.num if in_sweep else None,
         output_dir=hydra_cfg.runtime.output_dir,
-        parallel_jobs=_parallel_jobs(hydra_cfg) if in_sweep else 1,
+        parallel_jobs=parallel_jobs,
     )
     return run_experiment(typed, splits, job, resume_from)
-
-
-def select_backend(backend: str) -> None:
-    """Point Keras at ``backend``; it must happen before Keras is first imported."""
-    keras = sys.modules.get("keras")
-    if keras is not None and keras.backend.backend() != backend:
-        raise ConfigError(
-            f"train.backend={backend}: this process already runs Keras on "
-            f"{keras.backend.backend()}; run it in a process of its own"
-        )
-    if backend == "jax":
-        if importlib.util.find_spec("jax") is None:
-            raise ConfigError('train.backend=jax: JAX is not installed; pip install -e ".[jax]"')
-        # JAX's persistent compilation cache: a repeated config skips XLA compilation
-        # (about 2 s per run here). JAX's own variables override these defaults.
-        cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mnist_exp"
-        os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache / "jax"))
-        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
-    os.environ["KERAS_BACKEND"] = backend
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:

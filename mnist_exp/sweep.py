@@ -34,6 +34,7 @@ from mnist_exp.preflight import check_store
 
 # Params logged beside the config, derived from it (see experiment.run_experiment).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
+STEPS_RUN_KEY = "train.steps_per_execution_run"  # what train.steps_per_execution=auto ran
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 PARENT_TAG = "sweep.role"
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
@@ -138,7 +139,7 @@ def _children(client, parent_id: str) -> list:
 
 def _is_swept_candidate(param: str) -> bool:
     """Config keys a sweep can vary (not where results are stored, not derived counts)."""
-    return not param.startswith("tracking.") and param not in PARAM_COUNT_KEYS
+    return not param.startswith("tracking.") and param not in {*PARAM_COUNT_KEYS, STEPS_RUN_KEY}
 
 
 def _leaderboard(client, parent_id: str) -> Leaderboard:

@@ -141,28 +141,45 @@ def fit(
     stops being finite.
     """
     done = resume_from.epoch if resume_from else 0
-    batches = ShuffledEpochs(splits, train_cfg.batch_size, seed)
-    callbacks = [batches, *callbacks, StopOnDivergence()]
+    callbacks = [*callbacks, StopOnDivergence()]
     if train_cfg.early_stopping:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=train_cfg.patience, restore_best_weights=True
             )
         )
-    if keras.backend.backend() == "jax" and model.steps_per_execution > 1:
-        from mnist_exp.jax_backend import use_scanned_steps
+    on_jax = keras.backend.backend() == "jax"
+    if on_jax and train_cfg.device_epochs:
+        from mnist_exp.jax_backend import fit_on_device
 
-        use_scanned_steps(model)
-    new = model.fit(
-        batches.dataset,
-        validation_data=(splits.x_val, splits.y_val),
-        validation_batch_size=PREDICT_BATCH,
-        initial_epoch=done,
-        shuffle=False,  # ShuffledEpochs shuffles each epoch
-        epochs=train_cfg.epochs,
-        callbacks=callbacks,
-        verbose=train_cfg.verbose,
-    ).history
+        count = len(splits.y_train)
+        new = fit_on_device(
+            model,
+            {name: getattr(splits, name) for name in ("x_train", "y_train", "x_val", "y_val")},
+            batch_size=train_cfg.batch_size,
+            epochs=train_cfg.epochs,
+            epoch_order=lambda epoch: epoch_order(seed, epoch, count),
+            callbacks=callbacks,
+            initial_epoch=done,
+            verbose=train_cfg.verbose,
+            validation_batch_size=PREDICT_BATCH,
+        )
+    else:
+        if on_jax and model.steps_per_execution > 1:
+            from mnist_exp.jax_backend import use_scanned_steps
+
+            use_scanned_steps(model)
+        batches = ShuffledEpochs(splits, train_cfg.batch_size, seed)
+        new = model.fit(
+            batches.dataset,
+            validation_data=(splits.x_val, splits.y_val),
+            validation_batch_size=PREDICT_BATCH,
+            initial_epoch=done,
+            shuffle=False,  # ShuffledEpochs shuffles each epoch
+            epochs=train_cfg.epochs,
+            callbacks=[batches, *callbacks],
+            verbose=train_cfg.verbose,
+        ).history
     prior = resume_from.history if resume_from else {}
     history = {key: [*prior.get(key, []), *new.get(key, [])] for key in {*prior, *new}}
     val_losses = new.get("val_loss", [])
@@ -175,6 +192,23 @@ def fit(
         val_accuracy=float(history["val_accuracy"][kept_epoch]),
         epochs_run=len(history["val_loss"]),
     )
+
+
+JAX_STEP_GROUP = 64  # auto on JAX step by step: beyond this, stacking batches costs more
+
+
+def steps_per_execution(train_cfg: DictConfig, steps: int) -> int:
+    """The training steps each compiled call runs, at most an epoch's ``steps`` (a group
+    never crosses an epoch). ``auto`` takes the largest grouping that keeps every epoch's
+    math and callbacks the same: the whole epoch on TensorFlow (this project's callbacks
+    act per epoch), 64 on JAX step by step. JAX's device-resident path runs an epoch per
+    call whatever this says: 1 there."""
+    on_jax = keras.backend.backend() == "jax"
+    if on_jax and train_cfg.device_epochs:
+        return 1
+    if train_cfg.steps_per_execution == "auto":
+        return min(JAX_STEP_GROUP if on_jax else steps, steps)
+    return min(int(train_cfg.steps_per_execution), steps)
 
 
 def steps_per_epoch(splits: Splits, batch_size: int) -> int:

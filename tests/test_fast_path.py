@@ -6,12 +6,13 @@ import mlflow
 import numpy as np
 import pytest
 from conftest import run_cli
+from omegaconf import OmegaConf
 
 
 @pytest.mark.parametrize(
     ("switches", "backend"),
     [
-        (["train.backend=jax"], "jax"),
+        (["train.backend=jax", "train.device_epochs=false"], "jax"),
         (["train.intra_op_threads=1", "train.inter_op_threads=1"], "tensorflow"),
     ],
     ids=["jax", "tensorflow-threads1"],
@@ -67,8 +68,8 @@ def test_jax_backend_without_jax_or_in_a_tensorflow_process_is_a_clear_error():
     import keras
 
     from mnist_exp.config import ConfigError
-    from mnist_exp.run import select_backend
+    from mnist_exp.devices import select_backend
 
     assert keras.backend.backend() == "tensorflow"
     with pytest.raises(ConfigError, match=r"^train\.backend=jax: this process already runs"):
-        select_backend("jax")
+        select_backend(OmegaConf.create({"backend": "jax", "device": "auto"}))
