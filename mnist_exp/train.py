@@ -101,24 +101,30 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class EpochMetricsCallback(keras.callbacks.Callback):
-    """Passes each epoch's Keras logs and the optimizer's learning rate to
-    ``log_metrics(metrics, step)``, step = epoch (from 1),
+    """Passes each epoch's Keras logs, its duration (``epoch_seconds``) and the optimizer's
+    learning rate to ``log_metrics(metrics, step)``, step = epoch (from 1),
     and keeps the clock: when training started and how long the logging took."""
 
     def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
         super().__init__()
         self.log_metrics = log_metrics
         self.started_at: float | None = None  # perf_counter() when fit began
+        self.epoch_started_at = 0.0  # perf_counter() when the current epoch began
         self.logging_seconds: list[float] = []
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         """Note when training started."""
         self.started_at = time.perf_counter()
 
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        """Note when the epoch started."""
+        self.epoch_started_at = time.perf_counter()
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Forward the finished epoch's metrics, timing the write."""
+        """Forward the finished epoch's metrics and its duration, timing the write."""
         start = time.perf_counter()
         metrics = {name: float(value) for name, value in (logs or {}).items()}
+        metrics["epoch_seconds"] = start - self.epoch_started_at  # training and validation
         rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
         metrics["learning_rate"] = float(rate)  # reached at the end of this epoch
         self.log_metrics(metrics, epoch + 1)
