@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python -m mnist_exp.run $(ARGS)
 
-## make test: the whole test suite (offline, about 6 minutes on 2 cores)
+## make test: the whole test suite, one worker per core (offline, about 8 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
@@ -37,7 +37,7 @@ SERVER_ARTIFACTS ?= $(CURDIR)/outputs/server-artifacts
 server: install
 	$(BIN)/mlflow server --backend-store-uri $(DB) --artifacts-destination $(SERVER_ARTIFACTS) --host 127.0.0.1 --port $(PORT)
 
-## make bench: mnist_exp vs a plain Keras script, 10 epochs of full MNIST (~5 min)
+## make bench: mnist_exp vs a plain Keras script and a pure-JAX yardstick, 10 epochs of full MNIST (~8 min)
 bench: install
 	$(BIN)/python -m bench
 
