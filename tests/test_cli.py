@@ -27,6 +27,9 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     (run,) = store.runs()
     assert run.info.status == "FINISHED"
     assert "17/17 - " in done.stdout and "val_accuracy: " in done.stdout  # Keras progress
+    # steps_per_execution=auto ran the whole epoch (17 steps) per call, on the CPU.
+    assert run.data.params["train.steps_per_execution_run"] == "17"
+    assert run.data.tags["device.kind"] == "cpu"
     assert f"test accuracy  {run.data.metrics['test_accuracy']:.4f}" in done.stdout
     assert f"mlflow run     {run.info.run_id}" in done.stdout
     assert f"mlflow ui --backend-store-uri {store.uri} --host 127.0.0.1" in done.stdout

@@ -115,6 +115,16 @@ def test_early_stopping_and_divergence_work_on_device_epochs(tmp_path, store, mn
     assert set(EPOCH_METRICS) <= set(failed.data.metrics)
 
 
+def test_mixed_precision_trains_and_is_logged(tmp_path, store, mnist_npz):
+    done, run = jax_run(
+        tmp_path, store, mnist_npz, "train.epochs=2", "train.precision=mixed_bfloat16"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert run.data.params["train.precision"] == "mixed_bfloat16"
+    assert run.data.metrics["test_accuracy"] > 0.3  # it learned in bfloat16
+    assert 0 < run.data.metrics["test_loss"] < 3  # float32 probabilities: a finite loss
+
+
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_a_gpu_asked_for_and_not_there_is_one_line(tmp_path, store, mnist_npz, backend):
     done = run_cli(

@@ -11,6 +11,7 @@ from mnist_exp import tracking
 from mnist_exp.data import load_splits
 from mnist_exp.experiment import JobInfo, run_experiment
 from mnist_exp.model import build_model, compile_model
+from mnist_exp.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY
 from mnist_exp.tracking import flatten
 from mnist_exp.train import fit
 
@@ -33,7 +34,7 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert run.info.status == "FINISHED"
 
     params = run.data.params
-    assert set(params) == set(flatten(cfg)) | {"model.total_params", "model.trainable_params"}
+    assert set(params) == set(flatten(cfg)) | {*PARAM_COUNT_KEYS, STEPS_RUN_KEY}
     assert params["model.total_params"] == "252170"
     assert params["model.hidden_units"] == "[256, 128, 128]"
     assert params["optimizer.name"] == "adam"
