@@ -1,6 +1,8 @@
-"""What the JAX backend needs: scanned training steps, and TensorFlow kept out.
+"""What the JAX backend needs: device-resident epochs, scanned steps, TensorFlow kept out.
 
-On JAX, ``steps_per_execution`` training steps run as one compiled ``lax.scan``.
+By default (:func:`fit_on_device`) the data lives on the device and each epoch is one
+compiled call. Step by step (``train.device_epochs=false``), ``steps_per_execution``
+training steps run as one compiled ``lax.scan``.
 
 Keras 3's JAX trainer executes ``steps_per_execution`` as a Python loop over a jitted
 single step, so it saves nothing: each of the ~1,700 steps per epoch still pays a
@@ -80,30 +82,28 @@ def use_scanned_steps(model: keras.Model) -> None:
     model.train_function = train_function
 
 
-def _state(model: keras.Model, *groups: str) -> tuple[list, ...]:
-    """The values of the model's variable ``groups``, as JAX's stateless steps take them."""
-    owners = {
+TRAINING_STATE = ("trainable", "non_trainable", "optimizer", "metrics")
+
+
+def _variables(model: keras.Model, group: str) -> list:
+    """One of the model's variable groups, named as in :data:`TRAINING_STATE`."""
+    return {
         "trainable": model.trainable_variables,
         "non_trainable": model.non_trainable_variables,
         "optimizer": model.optimizer.variables,
         "metrics": model.metrics_variables,
-    }
-    return tuple([variable.value for variable in owners[group]] for group in groups)
+    }[group]
 
 
-TRAINING_STATE = ("trainable", "non_trainable", "optimizer", "metrics")
+def _state(model: keras.Model, *groups: str) -> tuple[list, ...]:
+    """The values of the model's variable ``groups``, as JAX's stateless steps take them."""
+    return tuple([variable.value for variable in _variables(model, group)] for group in groups)
 
 
 def _assign_training_state(model: keras.Model, state: tuple[list, ...]) -> None:
-    """Write a training state (as :data:`TRAINING_STATE` orders it) back to the model."""
-    owners = (
-        model.trainable_variables,
-        model.non_trainable_variables,
-        model.optimizer.variables,
-        model.metrics_variables,
-    )
-    for variables, values in zip(owners, state, strict=True):
-        for variable, value in zip(variables, values, strict=True):
+    """Write a training state (ordered as :data:`TRAINING_STATE`) back to the model."""
+    for group, values in zip(TRAINING_STATE, state, strict=True):
+        for variable, value in zip(_variables(model, group), values, strict=True):
             variable.assign(value)
 
 
