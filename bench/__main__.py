@@ -61,7 +61,7 @@ def data_file(workdir: Path) -> tuple[Path, str]:
         return FULL_MNIST, "full MNIST (60k train / 10k test)"
     import numpy as np
 
-    from mnist_exp.sources import offline_subset
+    from mnist_exp.data.sources import offline_subset
 
     arrays = offline_subset(0.2, SEED)
     path = workdir / "offline.npz"

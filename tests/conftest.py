@@ -21,7 +21,7 @@ from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
-from mnist_exp.config import validate
+from mnist_exp.config.schema import validate
 
 # Keep every test offline and quiet, in this process and in the subprocesses it starts.
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"

@@ -15,9 +15,10 @@ from conftest import in_process
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mnist_exp import run, targets
-from mnist_exp.config import ACTIVATIONS, OPTIMIZERS, PLACEMENTS, ExperimentConfig
-from mnist_exp.model import build_model, compile_model, parameter_counts
+from mnist_exp.cli import run
+from mnist_exp.config import targets
+from mnist_exp.config.schema import ACTIVATIONS, OPTIMIZERS, PLACEMENTS, ExperimentConfig
+from mnist_exp.training.model import build_model, compile_model, parameter_counts
 
 SECTIONS = {
     f.name: f.default_factory

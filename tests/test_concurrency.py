@@ -231,7 +231,7 @@ def test_a_full_disk_ends_the_run_failed_in_one_line(small_disk, mnist_npz):
 def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(small_disk):
     from omegaconf import OmegaConf
 
-    from mnist_exp import tracking
+    from mnist_exp.tracking import recorder as tracking
 
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
     experiment = OmegaConf.create({"uri": uri, "experiment": "x", "artifact_location": None})

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mnist_exp.config import OPTIMIZERS, ConfigError
+from mnist_exp.config.schema import OPTIMIZERS, ConfigError
 
 # Runs the CLI and reports on exit whether TensorFlow or MLflow was ever imported.
 PROBE = """

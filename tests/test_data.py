@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_exp.config import ConfigError, DataConfig
-from mnist_exp.data import load_splits
-from mnist_exp.idx import IDX_FILES
+from mnist_exp.config.schema import ConfigError, DataConfig
+from mnist_exp.data.idx import IDX_FILES
+from mnist_exp.data.splits import load_splits
 
 
 def data_config(**values) -> DataConfig:
@@ -206,7 +206,7 @@ def test_keras_cache_is_used_when_present(tmp_path, monkeypatch, mnist_npz):
 
 
 def test_fashion_mnist_without_any_copy_says_how_to_get_it(tmp_path, monkeypatch):
-    import mnist_exp.sources as sources
+    import mnist_exp.data.sources as sources
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     monkeypatch.setitem(
@@ -240,7 +240,7 @@ def test_train_size_takes_a_seeded_stratified_sample(mnist_npz):
 def test_augmentation_changes_training_inputs_only(make_config):
     import keras
 
-    from mnist_exp.model import build_model, parameter_counts
+    from mnist_exp.training.model import build_model, parameter_counts
 
     cfg = make_config("model.dropout=0", "model.batch_norm=false")
     plain, augmented = build_model(cfg.model), build_model(cfg.model, augment=True)
@@ -255,7 +255,7 @@ def test_augmentation_changes_training_inputs_only(make_config):
 def test_every_known_download_has_a_usable_checksum():
     import hashlib
 
-    from mnist_exp.sources import KNOWN
+    from mnist_exp.data.sources import KNOWN
 
     for dataset in KNOWN.values():
         for name, checksum in dataset.downloads.items():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import Store, in_process, run_cli
 
-from mnist_exp import evaluate as evaluate_command
-from mnist_exp.config import ConfigError
-from mnist_exp.run_data import ASK_FOR_DATA, chooses_data, training_run_id
+from mnist_exp.cli import evaluate as evaluate_command
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.tracking.run_data import ASK_FOR_DATA, chooses_data, training_run_id
 
 MODEL_NAME = "mnist-evaluate-test"
 

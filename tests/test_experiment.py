@@ -7,13 +7,13 @@ import mlflow
 import numpy as np
 import pytest
 
-from mnist_exp import tracking
-from mnist_exp.data import load_splits
-from mnist_exp.experiment import JobInfo, run_experiment
-from mnist_exp.model import build_model, compile_model
-from mnist_exp.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY
-from mnist_exp.tracking import flatten
-from mnist_exp.train import fit
+from mnist_exp.data.splits import load_splits
+from mnist_exp.pipeline.one_run import JobInfo, run_experiment
+from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY
+from mnist_exp.tracking import recorder as tracking
+from mnist_exp.tracking.recorder import flatten
+from mnist_exp.training.fit import fit
+from mnist_exp.training.model import build_model, compile_model
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

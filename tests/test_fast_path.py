@@ -67,8 +67,8 @@ def test_fast_path_switch_trains_logs_and_keeps_the_math(
 def test_jax_backend_without_jax_or_in_a_tensorflow_process_is_a_clear_error():
     import keras
 
-    from mnist_exp.config import ConfigError
-    from mnist_exp.devices import select_backend
+    from mnist_exp.config.schema import ConfigError
+    from mnist_exp.training.devices import select_backend
 
     assert keras.backend.backend() == "tensorflow"
     with pytest.raises(ConfigError, match=r"^train\.backend=jax: this process already runs"):

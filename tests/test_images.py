@@ -15,7 +15,7 @@ import pytest
 from conftest import run_cli
 from PIL import Image
 
-from mnist_exp.images import MAX_PIXELS, ImageError, load_digit, load_digits
+from mnist_exp.data.images import MAX_PIXELS, ImageError, load_digit, load_digits
 
 LABELS = [0, 3, 8]  # the first real MNIST digit of each of these labels
 

@@ -11,8 +11,8 @@ import pytest
 from conftest import run_cli
 from test_data import npz_to_idx
 
-from mnist_exp.config import DataConfig
-from mnist_exp.data import load_splits
+from mnist_exp.config.schema import DataConfig
+from mnist_exp.data.splits import load_splits
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 

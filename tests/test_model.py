@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mnist_exp.config import OPTIMIZERS
-from mnist_exp.model import build_model, compile_model, parameter_counts
+from mnist_exp.config.schema import OPTIMIZERS
+from mnist_exp.training.model import build_model, compile_model, parameter_counts
 
 
 def layer_kinds(model) -> list[str]:

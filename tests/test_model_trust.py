@@ -2,7 +2,7 @@
 
 A real TensorFlow SavedModel whose graph writes a file, behind an ``MLmodel`` that points
 MLflow's keras flavor at it (the ``save_exported_model`` layout), is refused by
-``python -m mnist_exp.predict`` and by ``mnist_exp.model_loading.load_model`` without the
+``python -m mnist_exp.predict`` and by ``mnist_exp.tracking.model_loading.load_model`` without the
 file ever being written; other flavors, folders without ``MLmodel``, model paths that leave
 the folder and pickles are refused the same way. Models logged the project's way still load
 from every kind of reference and predict.
@@ -22,12 +22,12 @@ import pytest
 from conftest import Store, run_cli
 from PIL import Image
 
-from mnist_exp import predict
-from mnist_exp.config import ConfigError
-from mnist_exp.images import load_digit
-from mnist_exp.model_loading import ALLOWED, ModelRefused, load_model
-from mnist_exp.tracking import log_model
-from mnist_exp.train import PREDICT_BATCH, predict_probabilities
+from mnist_exp.cli import predict
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.data.images import load_digit
+from mnist_exp.tracking.model_loading import ALLOWED, ModelRefused, load_model
+from mnist_exp.tracking.recorder import log_model
+from mnist_exp.training.fit import PREDICT_BATCH, predict_probabilities
 
 REGISTERED = "trust-test"
 
@@ -324,7 +324,7 @@ def test_load_model_refuses_a_legacy_h5_file_and_names_a_missing_path(tmp_path):
 
 @pytest.fixture
 def logged(store: Store, tiny_model: keras.Model) -> tuple[Store, str, Path]:
-    """``tiny_model`` logged with ``mnist_exp.tracking.log_model`` and registered as
+    """``tiny_model`` logged with ``mnist_exp.tracking.recorder.log_model`` and registered as
     ``trust-test`` version 1: (store, run id, the model's local artifact folder)."""
     mlflow.set_tracking_uri(store.uri)
     experiment = mlflow.create_experiment("trust", store.artifacts.as_uri())

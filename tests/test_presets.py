@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 
 PRESETS = sorted(path.stem for path in Path("conf/experiment").glob("*.yaml"))
 
@@ -59,7 +59,7 @@ def test_every_preset_composes_trains_and_logs(tmp_path, store):
 def test_learning_rate_schedules(make_config, schedule, extra, expected):
     import keras
 
-    from mnist_exp.model import learning_rate
+    from mnist_exp.training.model import learning_rate
 
     cfg = make_config(f"optimizer.schedule={schedule}", "optimizer.learning_rate=1.0", *extra)
     rate = learning_rate(cfg.optimizer, steps_per_epoch=10, epochs=4)
@@ -78,7 +78,7 @@ def test_warmup_schedule_without_warmup_epochs_is_rejected(make_config):
 def test_cnn_builds_from_flat_pixels(make_config):
     import numpy as np
 
-    from mnist_exp.model import build_model
+    from mnist_exp.training.model import build_model
 
     model = build_model(make_config("model=cnn").model)
     kinds = [layer.__class__.__name__ for layer in model.layers]

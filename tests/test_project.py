@@ -6,7 +6,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
-from mnist_exp.config import OPTIMIZERS, EvaluateConfig, ExperimentConfig
+from mnist_exp.config.schema import OPTIMIZERS, EvaluateConfig, ExperimentConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ import pytest
 from conftest import Store, mlflow_on_loopback, run_cli
 from PIL import Image
 
-from mnist_exp import predict
-from mnist_exp.data import load_splits
-from mnist_exp.experiment import JobInfo, run_experiment
-from mnist_exp.report import ClassificationReport
+from mnist_exp.cli import predict
+from mnist_exp.data.splits import load_splits
+from mnist_exp.pipeline.one_run import JobInfo, run_experiment
+from mnist_exp.results.report import ClassificationReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MODEL_NAME = "mnist-test"
@@ -25,7 +25,7 @@ def trained(tmp_path_factory, mnist_npz):
     """Two real 3-epoch runs registered as versions 1 and 2 of MODEL_NAME."""
     from hydra import compose, initialize_config_module
 
-    from mnist_exp.config import validate
+    from mnist_exp.config.schema import validate
 
     folder = tmp_path_factory.mktemp("results")
     store = Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifacts=folder / "mlartifacts")

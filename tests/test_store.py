@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 from test_bad_input import EXAMPLES, one_line_error
 
-from mnist_exp import tracking
-from mnist_exp.config import ConfigError
-from mnist_exp.preflight import check_store
-from mnist_exp.store import StoreError
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.tracking import recorder as tracking
+from mnist_exp.tracking.preflight import check_store
+from mnist_exp.tracking.store import StoreError
 
 DRIVERLESS = [
     uri

@@ -19,8 +19,8 @@ from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
 
-from mnist_exp import targets
-from mnist_exp.config import ConfigError
+from mnist_exp.config import targets
+from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import describe_hydra_error
 
 CONF = Path(targets.__file__).parent.parent / "conf"
@@ -92,7 +92,7 @@ def test_callback_that_opens_a_file_is_refused_before_it_truncates_it(tmp_path, 
     )
     assert line == (
         "error: hydra.callbacks.x._target_=builtins.open: not allowed; "
-        "allowed targets: mnist_exp.sweep.SweepCallback"
+        "allowed targets: mnist_exp.pipeline.sweep.SweepCallback"
     )
     assert victim.read_text() == "precious"
 
@@ -262,7 +262,7 @@ def test_loader_pickles_by_reference_so_workers_check_too():
     with initialize_config_module("mnist_exp.conf", version_base="1.3"):
         loader = GlobalHydra.instance().config_loader()
         assert type(loader) is targets.CheckingConfigLoader
-        assert b"mnist_exp.targets" in pickle.dumps(loader)
+        assert b"mnist_exp.config.targets" in pickle.dumps(loader)
         with pytest.raises(ConfigError, match=r"^model\._target_=x\.y: not allowed"):
             compose("config", overrides=["+model._target_=x.y"])
 

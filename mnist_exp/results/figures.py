@@ -10,8 +10,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 if TYPE_CHECKING:
-    from mnist_exp.leaderboard import Leaderboard
-    from mnist_exp.report import ClassificationReport
+    from mnist_exp.results.leaderboard import Leaderboard
+    from mnist_exp.results.report import ClassificationReport
 
 DPI = 110
 

@@ -16,8 +16,9 @@ from collections.abc import Callable
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_exp import interrupts, targets
-from mnist_exp.config import ConfigError
+from mnist_exp import interrupts
+from mnist_exp.config import targets
+from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_INTERRUPTED, describe_hydra_error, exit_with_error
 
 

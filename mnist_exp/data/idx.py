@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 
 UNSIGNED_BYTE = 0x08
 # Role -> the two naming styles in use (the original site's and the Debian/LeCun one).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 
 GPU_EXTRA = "pip install -e '.[gpu]'"
 

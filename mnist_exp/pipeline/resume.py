@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.config import ConfigError, validate
+from mnist_exp.config.schema import ConfigError, validate
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -92,8 +92,8 @@ def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoi
 
 def _check_resumable(run: Run, reference: str) -> None:
     """Refuse a run that finished or whose process is still at it."""
-    from mnist_exp.owner import describe_owner, owner_alive
-    from mnist_exp.store import GC_COMMAND
+    from mnist_exp.tracking.owner import describe_owner, owner_alive
+    from mnist_exp.tracking.store import GC_COMMAND
 
     run_id, status = run.info.run_id, run.info.status
     the_run = "the run" if reference == run_id else f"run {run_id}"
@@ -123,7 +123,7 @@ def _stored_run(run_id: str, tracking_uri: str, reference: str) -> Run:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_exp.store import absolute_store_uri, sqlite_path, store_errors
+    from mnist_exp.tracking.store import absolute_store_uri, sqlite_path, store_errors
 
     uri = absolute_store_uri(tracking_uri)
     if (path := sqlite_path(uri)) is not None and not path.is_file():

@@ -12,16 +12,16 @@ import keras
 import mlflow
 from omegaconf import DictConfig
 
-from mnist_exp import STARTED_AT, tracking
-from mnist_exp.data import Splits
-from mnist_exp.devices import device_tags
-from mnist_exp.leaderboard import OBJECTIVE
-from mnist_exp.lineage import log_datasets
-from mnist_exp.model import build_model, compile_model, parameter_counts
-from mnist_exp.report import ClassificationReport
-from mnist_exp.resume import CHECKPOINTS, Checkpoint
-from mnist_exp.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY, sweep_parent_run
-from mnist_exp.train import (
+from mnist_exp import STARTED_AT
+from mnist_exp.data.splits import Splits
+from mnist_exp.pipeline.resume import CHECKPOINTS, Checkpoint
+from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY, sweep_parent_run
+from mnist_exp.results.leaderboard import OBJECTIVE
+from mnist_exp.results.report import ClassificationReport
+from mnist_exp.tracking import recorder as tracking
+from mnist_exp.tracking.lineage import log_datasets
+from mnist_exp.training.devices import device_tags
+from mnist_exp.training.fit import (
     EpochMetricsCallback,
     FitResult,
     SaveCheckpoint,
@@ -31,6 +31,7 @@ from mnist_exp.train import (
     steps_per_epoch,
     steps_per_execution,
 )
+from mnist_exp.training.model import build_model, compile_model, parameter_counts
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ def run_experiment(
     training continues from the checkpoint's epoch.
     """
     if keras.backend.backend() == "jax":
-        from mnist_exp.jax_backend import keep_tensorflow_out
+        from mnist_exp.training.jax_epochs import keep_tensorflow_out
 
         keep_tensorflow_out()
     experiment_id = tracking.open_experiment(cfg.tracking)
@@ -181,7 +182,7 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
 
 def _ray_tags() -> dict[str, str]:
     """The Ray node, when a Ray worker runs the job (the host is tagged with the run's
-    owner, see :mod:`mnist_exp.owner`)."""
+    owner, see :mod:`mnist_exp.tracking.owner`)."""
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():
         return {"ray.node_id": ray.get_runtime_context().get_node_id()}

@@ -24,9 +24,9 @@ import hydra._internal.hydra as hydra_module
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from omegaconf import Container, DictConfig, ListConfig
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 
-SWEEP_CALLBACK = "mnist_exp.sweep.SweepCallback"
+SWEEP_CALLBACK = "mnist_exp.pipeline.sweep.SweepCallback"
 LAUNCHERS = frozenset(
     {
         "hydra._internal.core_plugins.basic_launcher.BasicLauncher",
@@ -67,7 +67,7 @@ LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
 # A Ray runtime_env may set variables and the project's worker setup hook; its other keys
 # (pip, conda, py_modules, working_dir, ...) install or ship code to the workers.
 RUNTIME_ENV_KEYS = frozenset({"config", "env_vars", "worker_process_setup_hook"})
-RAY_SETUP_HOOK = "mnist_exp.cluster.enter_launch_dir"
+RAY_SETUP_HOOK = "mnist_exp.pipeline.cluster.enter_launch_dir"
 # ``${resolver:...}`` alone as a value: it may produce a whole node (oc.create, oc.decode).
 _RESOLVER_ALONE = re.compile(r"^\$\{\s*[\w.]+\s*:.*\}$", re.DOTALL)
 

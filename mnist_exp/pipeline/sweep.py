@@ -20,9 +20,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
-from mnist_exp.config import ConfigError, validate
+from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.errors import exit_with_error
-from mnist_exp.leaderboard import (
+from mnist_exp.results.leaderboard import (
     OBJECTIVE,
     JobResult,
     Leaderboard,
@@ -30,7 +30,7 @@ from mnist_exp.leaderboard import (
     markdown_table,
     text_table,
 )
-from mnist_exp.preflight import check_store
+from mnist_exp.tracking.preflight import check_store
 
 # Params logged beside the config, derived from it (see experiment.run_experiment).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
@@ -56,9 +56,9 @@ class SweepCallback(Callback):
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             check_store(typed.tracking.uri)
-            from mnist_exp import tracking
-            from mnist_exp.owner import owner_tags
-            from mnist_exp.store import store_errors
+            from mnist_exp.tracking import recorder as tracking
+            from mnist_exp.tracking.owner import owner_tags
+            from mnist_exp.tracking.store import store_errors
 
             experiment_id = tracking.open_experiment(typed.tracking)
             uri = tracking.absolute_store_uri(typed.tracking.uri)
@@ -166,7 +166,7 @@ def _publish(client, parent_id: str, board: Leaderboard) -> None:
         if groups := board.seed_groups():
             markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(groups)
         (out / "leaderboard.md").write_text(markdown)
-        from mnist_exp.figures import objective_by_param
+        from mnist_exp.results.figures import objective_by_param
 
         objective_by_param(board, out / "objective_vs_params.png")
         client.log_artifacts(parent_id, folder)
@@ -193,7 +193,7 @@ def _register_best(board: Leaderboard, name: str | None) -> str | None:
 def _terminal_summary(
     board: Leaderboard, parent_id: str, config: DictConfig, registered: str | None
 ) -> str:
-    from mnist_exp.tracking import absolute_store_uri, ui_command
+    from mnist_exp.tracking.recorder import absolute_store_uri, ui_command
 
     lines = [
         "",

@@ -8,8 +8,8 @@ import urllib.request
 
 from omegaconf import DictConfig
 
-from mnist_exp.config import ConfigError
-from mnist_exp.store import SQLITE, check_sqlite_file
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.tracking.store import SQLITE, check_sqlite_file
 
 SERVER_TIMEOUT = 5.0  # seconds: MLflow's own client would retry for minutes
 DATABASES = ("postgresql", "mysql", "mssql")  # SQLAlchemy dialects MLflow's SQL store takes

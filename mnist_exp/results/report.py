@@ -124,7 +124,7 @@ def write_report(
         path = folder / name
         path.write_text(json.dumps(document, indent=2) + "\n")
         written.append(path)
-    from mnist_exp import figures
+    from mnist_exp.results import figures
 
     written.append(figures.confusion_matrix(report, folder / "confusion_matrix.png"))
     written.append(figures.misclassified(mistakes, images, folder / "misclassified.png"))

@@ -1,6 +1,6 @@
 """Check a dataset's arrays, split them into train/validation/test and fingerprint each.
 
-The arrays come from :mod:`mnist_exp.sources`. Every split is checked before any
+The arrays come from :mod:`mnist_exp.data.sources`. Every split is checked before any
 training or MLflow run: 28x28 uint8 images, one integer label per image, labels within
 the configured classes. The validation set is carved out of the training set with a
 seeded permutation; ``data.train_size`` then keeps a seeded, stratified share of what
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mnist_exp.config import ConfigError, DataConfig
-from mnist_exp.sources import RawData, load_raw, stratified_indices
+from mnist_exp.config.schema import ConfigError, DataConfig
+from mnist_exp.data.sources import RawData, load_raw, stratified_indices
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE

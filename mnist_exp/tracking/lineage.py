@@ -1,6 +1,6 @@
 """Record which data a run saw: each split as an MLflow dataset input with its digest.
 
-The digest is :func:`mnist_exp.data.content_digest` of the split's exact pixels and
+The digest is :func:`mnist_exp.data.splits.content_digest` of the split's exact pixels and
 labels (MLflow's own numpy digest hashes only the first 10,000 values), so two runs on
 the same data show the same digests in the UI and runs on different data never do. The
 offline fallback is named as such, so it cannot pass for full MNIST.
@@ -15,7 +15,7 @@ import mlflow
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 
-from mnist_exp.data import Splits
+from mnist_exp.data.splits import Splits
 
 CONTEXTS = {"train": "training", "val": "validation", "test": "test"}
 

@@ -21,12 +21,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_exp.data import IMAGE_PIXELS
+from mnist_exp.data.splits import IMAGE_PIXELS
 from mnist_exp.errors import ExperimentFailed
 from mnist_exp.interrupts import deferred
-from mnist_exp.owner import owner_tags
-from mnist_exp.report import ClassificationReport, write_report
-from mnist_exp.store import (
+from mnist_exp.results.report import ClassificationReport, write_report
+from mnist_exp.tracking.owner import owner_tags
+from mnist_exp.tracking.store import (
     GC_COMMAND,
     absolute_store_uri,
     store_errors,
@@ -55,7 +55,7 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
 
     A new SQLite store is created (and an old one checked) under the store's lock, so any
     number of processes can start at once. A store that cannot be used raises
-    :class:`~mnist_exp.store.StoreError` (one line naming it).
+    :class:`~mnist_exp.tracking.store.StoreError` (one line naming it).
     """
     uri = absolute_store_uri(tracking_cfg.uri)
     with store_errors(uri), store_lock(uri):

@@ -3,7 +3,7 @@
 A model folder is code-adjacent: MLflow's Keras flavor alone can restore a TensorFlow
 SavedModel (``save_exported_model: true``), whose graph runs whatever ops it holds when it is
 called, and other flavors unpickle Python objects. :func:`load_model` therefore accepts only
-the project's own format, the one ``mnist_exp.tracking.log_model`` writes: an ``MLmodel``
+the project's own format, the one ``mnist_exp.tracking.recorder.log_model`` writes: an ``MLmodel``
 file whose ``keras`` flavor points at a native ``.keras`` archive inside the folder, loaded
 with Keras safe mode on. ``MLmodel`` is read with ``yaml.safe_load``; nothing else in the
 folder is read, imported or deserialized before it passes these checks. Anything else raises
@@ -23,7 +23,7 @@ from urllib.request import url2pathname
 
 import yaml
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 
 if TYPE_CHECKING:
     import keras

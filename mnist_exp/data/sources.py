@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mnist_exp.config import ConfigError, DataConfig
-from mnist_exp.idx import IDX_FILES, is_idx_folder, read_idx_folder
+from mnist_exp.config.schema import ConfigError, DataConfig
+from mnist_exp.data.idx import IDX_FILES, is_idx_folder, read_idx_folder
 
 NPZ_KEYS = tuple(IDX_FILES)  # x_train, y_train, x_test, y_test
 KERAS_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/"

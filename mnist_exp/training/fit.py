@@ -14,9 +14,9 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_exp.data import Splits
+from mnist_exp.data.splits import Splits
 from mnist_exp.errors import ExperimentFailed
-from mnist_exp.resume import MODEL_FILE, STATE_FILE, Checkpoint
+from mnist_exp.pipeline.resume import MODEL_FILE, STATE_FILE, Checkpoint
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def fit(
         )
     on_jax = keras.backend.backend() == "jax"
     if on_jax and train_cfg.device_epochs:
-        from mnist_exp.jax_backend import fit_on_device
+        from mnist_exp.training.jax_epochs import fit_on_device
 
         count = len(splits.y_train)
         new = fit_on_device(
@@ -172,7 +172,7 @@ def fit(
         )
     else:
         if on_jax and model.steps_per_execution > 1:
-            from mnist_exp.jax_backend import use_scanned_steps
+            from mnist_exp.training.jax_epochs import use_scanned_steps
 
             use_scanned_steps(model)
         batches = ShuffledEpochs(splits, train_cfg.batch_size, seed)

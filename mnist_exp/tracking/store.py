@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
-from mnist_exp.config import ConfigError
+from mnist_exp.config.schema import ConfigError
 from mnist_exp.interrupts import deferred
 
 SQLITE = "sqlite:///"

@@ -1,0 +1,1 @@
+"""The command-line layer: thin entry points (Hydra or argparse in, exit code out)."""

@@ -1,0 +1,105 @@
+"""Command-line entry point: ``python -m mnist_exp.run [overrides]`` (``-m`` for sweeps).
+
+Thin on purpose: Hydra composes the config, :func:`mnist_exp.config.schema.validate` checks it,
+:func:`mnist_exp.data.splits.load_splits` loads the data and
+:func:`mnist_exp.pipeline.one_run.run_experiment` does the work. TensorFlow and MLflow are
+imported only once a run really starts, so ``--help`` and ``--cfg job`` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from mnist_exp import interrupts
+from mnist_exp.cli.common import exit_without_teardown, run_hydra_command
+from mnist_exp.config.schema import ConfigError, validate
+from mnist_exp.data.splits import load_splits
+from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
+from mnist_exp.pipeline.resume import load_resume
+from mnist_exp.pipeline.sweep import end_open_sweeps
+from mnist_exp.tracking.preflight import check_model_fits, check_store
+from mnist_exp.training.devices import select_backend
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mnist_exp.conf", config_name="config")
+def task(cfg: DictConfig) -> float:
+    """Hydra's task function: validate the composed config, run it, return the objective.
+
+    A config or data error ends the process with one line and exit code 2 (in a sweep
+    too: every job would hit it). A known failure (such as a diverged loss) ends a single
+    run with one line and exit code 1. In a sweep, any failure of a job is recorded on
+    its FAILED run and returned as NaN, which sweepers count as a failed trial.
+    """
+    interrupts.install()  # again: a joblib worker process runs only this function
+    hydra_cfg = HydraConfig.get()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        return _run(cfg, hydra_cfg, in_sweep)
+    except ConfigError as error:
+        exit_with_error(str(error))
+    except Exception as error:
+        if not in_sweep and not isinstance(error, ExperimentFailed | MemoryError):
+            raise  # a bug: show the whole traceback
+        where = f"sweep job {hydra_cfg.job.num}" if in_sweep else "the run"
+        message = f"{where} failed ({_reason(error)}): {error}"
+        if not in_sweep:
+            exit_with_error(message, EXIT_RUN_FAILED)
+        print(f"error: {message}", file=sys.stderr)
+        return float("nan")
+
+
+def _reason(error: Exception) -> str:
+    return getattr(error, "reason", type(error).__name__)
+
+
+def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
+    typed = validate(cfg)
+    check_store(typed.tracking.uri)
+    resume_from = None
+    if typed.resume:
+        others = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "tracking."))]
+        if in_sweep or others:
+            raise ConfigError(
+                "resume: give it alone (tracking.* aside): the run continues with its own config"
+            )
+        typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
+    check_model_fits(typed.model, num_classes=len(typed.data.class_names))
+    splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
+    parallel_jobs = _parallel_jobs(hydra_cfg) if in_sweep else 1
+    select_backend(typed.train, parallel_jobs)
+    # TensorFlow and MLflow load only now that config and data are known to be good.
+    from mnist_exp.pipeline.one_run import JobInfo, run_experiment
+
+    job = JobInfo(
+        overrides=list(hydra_cfg.overrides.task),
+        sweep=hydra_cfg.sweep.dir if in_sweep else None,
+        job_num=hydra_cfg.job.num if in_sweep else None,
+        output_dir=hydra_cfg.runtime.output_dir,
+        parallel_jobs=parallel_jobs,
+    )
+    return run_experiment(typed, splits, job, resume_from)
+
+
+def _parallel_jobs(hydra_cfg: DictConfig) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's n_jobs (-1: one
+    per core), or for Ray the cores over the cores each task reserves (num_cpus)."""
+    cores = os.cpu_count() or 1
+    launcher = hydra_cfg.launcher
+    if "ray" in launcher:
+        cores_per_job = launcher.ray.get("remote", {}).get("num_cpus") or 1
+        return max(1, cores // cores_per_job)
+    n_jobs = launcher.get("n_jobs") or 1
+    return cores if n_jobs < 0 else n_jobs
+
+
+def main() -> None:
+    """Run the CLI: one-line config errors (exit 2), Ctrl-C leaves nothing RUNNING."""
+    run_hydra_command(task, cleanup=end_open_sweeps)  # a finished sweep has closed itself
+    if not {"-m", "--multirun"} & set(sys.argv[1:]):
+        exit_without_teardown()

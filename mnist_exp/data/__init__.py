@@ -1,0 +1,1 @@
+"""The data layer: dataset sources, IDX files, splits and image files (paths in, arrays out)."""

@@ -1,0 +1,1 @@
+"""The results layer: reports, figures and leaderboards (arrays in, files out)."""

@@ -1,0 +1,1 @@
+"""The training layer: model builder, fit, checkpoints, backend and device, the JAX epoch path."""
