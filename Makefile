@@ -6,14 +6,14 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test lint ui server bench bench-sweep clean
+.PHONY: install run test test-fast docs lint ui server bench bench-sweep clean
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q --upgrade pip
-	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,sweep,jax,cluster]"
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e ".[dev,docs,sweep,jax,cluster]"
 	touch $@
 
 ## make run ARGS="model=mlp train.epochs=3": one experiment (Hydra overrides in ARGS)
@@ -23,6 +23,14 @@ run: install
 ## make test: the whole test suite, one worker per core (offline, about 8 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest $(ARGS)
+
+## make test-fast: everything not marked slow (still real, tiny training), about a minute
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+## make docs: the documentation site (docs/ -> site/), strict: a broken link fails
+docs: install
+	$(BIN)/mkdocs build --strict --site-dir site
 
 lint: install
 	$(BIN)/ruff check .
@@ -46,4 +54,4 @@ bench-sweep: install
 	$(BIN)/python -m bench.sweep
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -23,7 +23,7 @@ from mnist_exp.config import targets
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import describe_hydra_error
 
-CONF = Path(targets.__file__).parent.parent / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 
 
 def refused(args: list[str], tmp_path: Path, module: str = "mnist_exp.run") -> str:
@@ -283,7 +283,9 @@ def test_optuna_sweep_config_composes(tmp_path):
 
 
 def _options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    options = sorted(path.stem for path in (CONF / group).glob("*.yaml"))
+    assert options, f"no options found for {group} under {CONF}"
+    return options
 
 
 SHIPPED = [
