@@ -39,7 +39,7 @@ lint: install
 ui: install
 	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
 
-## make server: an MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (README, "A team")
+## make server: an MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (docs/team.md)
 DB ?= postgresql+psycopg2://mlflow:mlflow@127.0.0.1:5432/mlflow
 SERVER_ARTIFACTS ?= $(CURDIR)/outputs/server-artifacts
 server: install

@@ -7,7 +7,7 @@ same model written directly in JAX (``bench/jax_yardstick.py``, the speed limit)
 reports wall time, training samples/s, achieved GFLOP/s against the measured matmul peak,
 test accuracy and every ratio to the plain script; plus the time of ``--help`` and
 ``--cfg job``, launch-to-training, MLflow's cost per epoch and the end-to-end overhead.
-Writes ``bench/results/bench.json``; ``BENCHMARKS.md`` quotes it.
+Writes ``bench/results/bench.json``; ``docs/benchmarks.md`` quotes it.
 """
 
 from __future__ import annotations
