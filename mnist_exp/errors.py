@@ -20,7 +20,7 @@ def exit_with_error(message: str, code: int = EXIT_BAD_CONFIG) -> NoReturn:
     sys.exit(code)
 
 
-class ExperimentFailed(Exception):
+class RunFailed(Exception):
     """A run failed for a known reason (tagged ``failure_reason`` on the run); the CLI
     reports it in one line instead of a traceback."""
 

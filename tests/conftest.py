@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,7 +23,9 @@ from hydra import compose, initialize_config_module
 from mlflow import MlflowClient
 from omegaconf import DictConfig
 
+from mnist_exp.cli.run import main as run_main
 from mnist_exp.config.schema import validate
+from mnist_exp.data.idx import IDX_FILES
 
 # Keep every test offline and quiet, in this process and in the subprocesses it starts.
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -220,3 +224,93 @@ def mlflow_on_loopback(
         yield url
     finally:
         stop_process_group(process)
+
+
+# Helpers shared across test folders (moved here from the files that first needed them).
+
+
+# How many random cases per test; raise it for a deeper soak: BAD_INPUT_EXAMPLES=2000 pytest ...
+EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "50"))
+
+
+def one_line_error(tmp_path: Path, *overrides: str) -> str:
+    """Run the entry point in-process (run folder in ``tmp_path``, Hydra's logging off);
+    assert exit 2 with exactly one ``error:`` line on stderr, and return that line."""
+    done = in_process(
+        run_main,
+        [
+            *overrides,
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "hydra/job_logging=none",
+            "hydra/hydra_logging=none",
+        ],
+    )
+    stderr = done.stderr.splitlines()
+    assert done.returncode == 2, (overrides, stderr)
+    assert len(stderr) == 1 and stderr[0].startswith("error: "), (overrides, stderr)
+    return stderr[0]
+
+
+def npz_to_idx(npz: Path, folder: Path, style: int = 0, suffix: str = ".gz") -> Path:
+    """The four arrays of a keras-layout .npz as an IDX folder (naming style 0 or 1)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with np.load(npz) as arrays:
+        for role, names in IDX_FILES.items():
+            write_idx(folder / f"{names[style]}{suffix}", arrays[role])
+    return folder
+
+
+def finish(process: subprocess.Popen) -> tuple[int, str, str]:
+    """Wait for the process; return (exit code, stdout, stderr)."""
+    stdout, stderr = process.communicate(timeout=300)
+    return process.returncode, stdout, stderr
+
+
+def pause_at(process: subprocess.Popen, prefix: str) -> None:
+    """Stop (SIGSTOP) the process as soon as it prints a line starting with ``prefix``."""
+    wait_for_line(process, prefix)
+    process.send_signal(signal.SIGSTOP)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """Start ``python -m mnist_exp.run ARGS`` with line-buffered output."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.run", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def histories(store, run) -> dict[str, list[tuple[int, float]]]:
+    client = store.client()
+    return {
+        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        for name in EPOCH_METRICS
+    }
+
+
+def run_id_of(stdout: str) -> str:
+    """The run id a finished run prints in its summary."""
+    return re.search(r"^mlflow run\s+([0-9a-f]{32})", stdout, flags=re.M).group(1)
+
+
+def write_idx(path: Path, array: np.ndarray, type_code: int = 0x08) -> Path:
+    """Write ``array`` as an IDX file (gzipped if ``path`` ends in .gz)."""
+    header = bytes([0, 0, type_code, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    payload = header + np.ascontiguousarray(array).tobytes()
+    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
+    return path
+
+
+def wait_for_line(process: subprocess.Popen, prefix: str) -> None:
+    """Read the process's stdout until a line starts with ``prefix``."""
+    for line in process.stdout:
+        if line.startswith(prefix):
+            return
+    raise AssertionError(f"no line {prefix!r}; stderr: {process.stderr.read()[-2000:]}")

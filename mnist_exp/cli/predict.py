@@ -3,7 +3,7 @@
 Classifies image files (PNG/JPEG, any size, colour or grayscale, either polarity) with a
 logged model, after the same preprocessing as MNIST itself (28x28 grayscale, white digit
 on black, centred). A bad file gets one line on stderr and a non-zero exit; the other
-files are still predicted. ``--request`` prints the JSON body that ``mlflow models serve``
+files are still predicted. ``--request`` prints the JSON body that MLflow's model server
 expects for these images instead.
 """
 
@@ -14,10 +14,11 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from mnist_exp.data.images import load_digits
 from mnist_exp.errors import EXIT_BAD_CONFIG, EXIT_RUN_FAILED
-from mnist_exp.pipeline.resume import RUN_ID
-from mnist_exp.tracking.model_loading import ModelRefused
+from mnist_exp.tracking.model_loading import ModelRefused, load_model, model_uri
 from mnist_exp.tracking.store import DEFAULT_STORE
 
 
@@ -44,11 +45,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def model_uri(reference: str) -> str:
-    """``runs:/<id>/model`` for a bare run id; any other reference as it is."""
-    return f"runs:/{reference}/model" if RUN_ID.fullmatch(reference) else reference
-
-
 def main(argv: list[str] | None = None) -> int:
     """Predict (or build a request for) every readable image; return the exit code."""
     args = parse_args(argv)
@@ -65,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if good:
         try:
-            probabilities = _predict(args.tracking_uri, model_uri(args.model), inputs)
+            probabilities = _predict(model_uri(args.model), args.tracking_uri, inputs)
         except ModelRefused as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_CONFIG
@@ -98,15 +94,11 @@ def _first_line(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def _predict(tracking_uri: str, uri: str, inputs):
-    import mlflow
-
-    from mnist_exp.tracking.model_loading import load_model
-    from mnist_exp.tracking.store import absolute_store_uri
-
-    mlflow.set_tracking_uri(absolute_store_uri(tracking_uri))
-    model = load_model(uri)  # refuses anything but the project's own format, before Keras loads
-    from mnist_exp.training.fit import predict_probabilities
+def _predict(uri: str, tracking_uri: str, inputs: np.ndarray) -> np.ndarray:
+    """Class probabilities of ``inputs`` by the model at ``uri`` (MLflow URIs looked up in
+    the store at ``tracking_uri``); only the project's own format loads, checked before
+    Keras reads it."""
+    model = load_model(uri, tracking_uri)  # Keras loads only once the model passed
+    from mnist_exp.training.inference import predict_probabilities
 
     return predict_probabilities(model, inputs)
-

@@ -2,7 +2,7 @@
 
 Thin on purpose: Hydra composes the config, :func:`mnist_exp.config.schema.validate` checks it,
 :func:`mnist_exp.data.splits.load_splits` loads the data and
-:func:`mnist_exp.pipeline.one_run.run_experiment` does the work. TensorFlow and MLflow are
+:func:`mnist_exp.pipeline.one_run.run_one` does the work. TensorFlow and MLflow are
 imported only once a run really starts, so ``--help`` and ``--cfg job`` answer at once.
 """
 
@@ -20,10 +20,10 @@ from mnist_exp import interrupts
 from mnist_exp.cli.common import exit_without_teardown, run_hydra_command
 from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.data.splits import load_splits
-from mnist_exp.errors import EXIT_RUN_FAILED, ExperimentFailed, exit_with_error
+from mnist_exp.errors import EXIT_RUN_FAILED, RunFailed, exit_with_error
 from mnist_exp.pipeline.resume import load_resume
-from mnist_exp.pipeline.sweep import end_open_sweeps
 from mnist_exp.tracking.preflight import check_model_fits, check_store
+from mnist_exp.tracking.sweep_record import end_open_sweeps
 from mnist_exp.training.devices import select_backend
 
 
@@ -44,7 +44,7 @@ def task(cfg: DictConfig) -> float:
     except ConfigError as error:
         exit_with_error(str(error))
     except Exception as error:
-        if not in_sweep and not isinstance(error, ExperimentFailed | MemoryError):
+        if not in_sweep and not isinstance(error, RunFailed | MemoryError):
             raise  # a bug: show the whole traceback
         where = f"sweep job {hydra_cfg.job.num}" if in_sweep else "the run"
         message = f"{where} failed ({_reason(error)}): {error}"
@@ -74,7 +74,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
     parallel_jobs = _parallel_jobs(hydra_cfg) if in_sweep else 1
     select_backend(typed.train, parallel_jobs)
     # TensorFlow and MLflow load only now that config and data are known to be good.
-    from mnist_exp.pipeline.one_run import JobInfo, run_experiment
+    from mnist_exp.pipeline.one_run import JobInfo, run_one
 
     job = JobInfo(
         overrides=list(hydra_cfg.overrides.task),
@@ -83,7 +83,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         output_dir=hydra_cfg.runtime.output_dir,
         parallel_jobs=parallel_jobs,
     )
-    return run_experiment(typed, splits, job, resume_from)
+    return run_one(typed, splits, job, resume_from)
 
 
 def _parallel_jobs(hydra_cfg: DictConfig) -> int:

@@ -17,8 +17,7 @@ import sys
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_BAD_CONFIG
 from mnist_exp.tracking.store import DEFAULT_STORE
-
-CLOSED_TAG = "closed_by"
+from mnist_exp.tracking.stored_runs import close_stale_runs
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,47 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def collect_stale_runs(
-    tracking_uri: str, force: list[str], dry_run: bool = False
-) -> tuple[list[str], list[str]]:
-    """End KILLED every RUNNING run of the store whose owner process is gone (and those in
-    ``force``); return (lines for closed runs, lines for runs left RUNNING)."""
-    from mlflow import MlflowClient
-    from mlflow.entities import ViewType
-
-    from mnist_exp.tracking.owner import describe_owner, owner_alive
-    from mnist_exp.tracking.preflight import check_store
-    from mnist_exp.tracking.store import absolute_store_uri, store_errors
-
-    check_store(tracking_uri)
-    uri = absolute_store_uri(tracking_uri)
-    closed: list[str] = []
-    left: list[str] = []
-    with store_errors(uri):
-        client = MlflowClient(tracking_uri=uri)
-        experiments = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
-        running = client.search_runs(
-            experiments, "attributes.status = 'RUNNING'", ViewType.ALL, max_results=50_000
-        )
-        for run in running:
-            run_id, tags = run.info.run_id, run.data.tags
-            alive = owner_alive(tags)
-            line = f"{run_id}  {run.info.run_name or ''}  ({describe_owner(tags)})"
-            if alive is False or run_id in force:
-                if not dry_run:
-                    client.set_tag(run_id, CLOSED_TAG, "gc")
-                    client.set_terminated(run_id, "KILLED")
-                closed.append(line)
-            elif alive is None:
-                left.append(f"{line}: cannot be checked from here")
-    return closed, left
-
-
 def main(argv: list[str] | None = None) -> int:
     """Run the command; return the exit code."""
     args = parse_args(argv)
     try:
-        closed, left = collect_stale_runs(args.tracking_uri, args.force, args.dry_run)
+        closed, left = close_stale_runs(args.tracking_uri, args.force, args.dry_run)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_CONFIG
@@ -98,4 +61,3 @@ def main(argv: list[str] | None = None) -> int:
         for line in left:
             print(f"  {line}")
     return 0
-

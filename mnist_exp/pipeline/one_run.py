@@ -1,37 +1,26 @@
-"""One experiment, start to finish: model, training, evaluation and its MLflow record."""
+"""One training run, start to finish: model, training, test report and its MLflow record."""
 
 from __future__ import annotations
 
-import os
 import sys
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
-import mlflow
 from omegaconf import DictConfig
 
-from mnist_exp import STARTED_AT
 from mnist_exp.data.splits import Splits
-from mnist_exp.pipeline.resume import CHECKPOINTS, Checkpoint
-from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY, sweep_parent_run
+from mnist_exp.pipeline.evaluation import score_test_set
+from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, sweep_parent_run
 from mnist_exp.results.leaderboard import OBJECTIVE
-from mnist_exp.results.report import ClassificationReport
-from mnist_exp.tracking import recorder as tracking
-from mnist_exp.tracking.lineage import log_datasets
-from mnist_exp.training.devices import device_tags
-from mnist_exp.training.fit import (
-    EpochMetricsCallback,
-    FitResult,
-    SaveCheckpoint,
-    fit,
-    load_checkpoint_model,
-    predict_probabilities,
-    steps_per_epoch,
-    steps_per_execution,
-)
-from mnist_exp.training.model import build_model, compile_model, parameter_counts
+from mnist_exp.results.summary import run_summary
+from mnist_exp.tracking.recorder import RunRecorder, git_commit
+from mnist_exp.tracking.store import ui_command
+from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder, save_checkpoints
+from mnist_exp.training.fit import EpochMetricsCallback, FitResult, fit
+from mnist_exp.training.model import build_for_training, parameter_counts
+from mnist_exp.training.runtime import Runtime, prepare_runtime
 
 
 @dataclass(frozen=True)
@@ -45,131 +34,100 @@ class JobInfo:
     parallel_jobs: int = 1  # jobs running at once on this machine (joblib or Ray launcher)
 
 
-def run_experiment(
+def run_one(
     cfg: DictConfig, splits: Splits, job: JobInfo, resume_from: Checkpoint | None = None
 ) -> float:
-    """Train and evaluate the configured model on ``splits``, record it in MLflow, and
-    return the validation accuracy (the objective sweepers maximise).
+    """Train and evaluate the configured model on ``splits``, record it as one MLflow run,
+    print its summary and return the validation accuracy (the objective sweepers maximise).
 
     With ``resume_from``, the interrupted run is reopened (its params stay as logged) and
     training continues from the checkpoint's epoch.
     """
-    if keras.backend.backend() == "jax":
-        from mnist_exp.training.jax_epochs import keep_tensorflow_out
-
-        keep_tensorflow_out()
-    experiment_id = tracking.open_experiment(cfg.tracking)
-    if resume_from is None:
-        parent_run_id = sweep_parent_run() if job.sweep else None
-        run_context = tracking.tracked_run(
-            experiment_id, cfg.tracking.run_name, _tags(splits, job), parent_run_id
-        )
-    else:
-        run_context = tracking.tracked_run(experiment_id, None, {}, run_id=resume_from.run_id)
-    with run_context as run:
+    with _recorded_run(cfg, splits, job, resume_from) as recorder:
+        runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
+        recorder.set_tags(runtime.tags())
         if resume_from is None:
-            log_datasets(splits)
-        threads = configure_threads(cfg.train, job.parallel_jobs)
-        mlflow.set_tags(
-            {
-                "keras.backend": keras.backend.backend(),
-                **device_tags(keras.backend.backend()),
-                **{f"threads.{pool}": str(count) for pool, count in threads.items()},
-            }
-        )
-        if cfg.train.deterministic and keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            tf.config.experimental.enable_op_determinism()
-        keras.utils.set_random_seed(cfg.seed)
-        keras.mixed_precision.set_global_policy(cfg.train.precision)
-        if resume_from is None:
-            model = _new_model(cfg, splits, job)
+            model = _new_model(cfg, splits, job, runtime, recorder)
         else:
-            model = load_checkpoint_model(resume_from)
-            mlflow.set_tag("resumed_after_epoch", str(resume_from.epoch))
-        clock = EpochMetricsCallback(tracking.log_epoch)
-        callbacks: list = [clock]
-        checkpoints = resume_from.folder if resume_from else _checkpoint_folder(job)
-        if cfg.train.checkpoint and checkpoints is not None:
-            callbacks.append(SaveCheckpoint(checkpoints, run.info.run_id, resume_from))
-        fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
-        mlflow.log_metrics(_timings(clock))
-        report = ClassificationReport(
-            splits.y_test, predict_probabilities(model, splits.x_test), list(splits.class_names)
-        )
-        mlflow.log_metrics({**report.metrics(), OBJECTIVE: fitted.val_accuracy})
-        tracking.log_report(report, splits.x_test, fitted.history)
+            model = _resumed_model(resume_from, recorder)
+        fitted = _train(model, cfg, splits, job, recorder, resume_from)
+        report = score_test_set(model, splits)
+        recorder.log_report(report, splits.x_test, fitted.history)
         if cfg.tracking.log_model:
             # In a sweep, the sweep registers its best child instead of every job.
-            register_as = None if job.sweep else cfg.tracking.register_as
-            tracking.log_model(model, register_as)
-    print(_summary(report, fitted, run.info.run_id, cfg))
+            recorder.log_model(model, None if job.sweep else cfg.tracking.register_as)
+    print(
+        run_summary(
+            report, fitted, recorder.run_id, cfg.tracking.experiment, ui_command(cfg.tracking.uri)
+        )
+    )
     return fitted.val_accuracy
 
 
-def _timings(clock: EpochMetricsCallback) -> dict[str, float]:
-    """Where the time went: start-up, training, and MLflow's share of each epoch."""
-    timings = {"fit_seconds": time.perf_counter() - clock.started_at}
-    timings["startup_seconds"] = clock.started_at - STARTED_AT
-    if clock.logging_seconds:
-        timings["mlflow_seconds_per_epoch"] = sum(clock.logging_seconds) / len(
-            clock.logging_seconds
-        )
-    return timings
+@contextmanager
+def _recorded_run(
+    cfg: DictConfig, splits: Splits, job: JobInfo, resume_from: Checkpoint | None
+) -> Iterator[RunRecorder]:
+    """The interrupted run reopened, or a new run with its tags and dataset inputs (a
+    child of its sweep's parent run in a sweep)."""
+    if resume_from is not None:
+        with RunRecorder.resume(cfg.tracking, resume_from.run_id) as recorder:
+            yield recorder
+        return
+    parent_run_id = sweep_parent_run() if job.sweep else None
+    with RunRecorder.start(
+        cfg.tracking, cfg.tracking.run_name, _tags(splits, job), parent_run_id
+    ) as recorder:
+        recorder.log_datasets(splits)
+        yield recorder
 
 
-def _new_model(cfg: DictConfig, splits: Splits, job: JobInfo) -> keras.Model:
-    """Build and compile the configured model and log its config and summary."""
-    model = build_model(
-        cfg.model,
-        input_dim=splits.x_train.shape[1],
-        num_classes=len(splits.class_names),
-        augment=cfg.data.augment,
-    )
-    steps = steps_per_epoch(splits, cfg.train.batch_size)
-    grouped = steps_per_execution(cfg.train, steps)
-    compile_model(model, cfg.optimizer, grouped, steps, cfg.train.epochs)
-    derived = dict(zip(PARAM_COUNT_KEYS, parameter_counts(model), strict=True))
-    tracking.log_config(cfg, job.overrides, {**derived, STEPS_RUN_KEY: grouped})
-    tracking.log_summary(model)
+def _new_model(
+    cfg: DictConfig, splits: Splits, job: JobInfo, runtime: Runtime, recorder: RunRecorder
+) -> keras.Model:
+    """Build and compile the configured model; log the config as it runs and the model's
+    summary."""
+    model = build_for_training(cfg, splits)
+    counts = dict(zip(PARAM_COUNT_KEYS, parameter_counts(model), strict=True))
+    recorder.log_config(cfg, job.overrides, runtime.settings_that_ran(cfg.train, model), counts)
+    recorder.log_model_summary(model)
     return model
 
 
-def _checkpoint_folder(job: JobInfo) -> Path | None:
-    return Path(job.output_dir) / CHECKPOINTS if job.output_dir else None
+def _resumed_model(resume_from: Checkpoint, recorder: RunRecorder) -> keras.Model:
+    """The checkpointed model, the run tagged with the epoch it resumes after."""
+    model = resume_from.restore_model()
+    recorder.set_tags({"resumed_after_epoch": str(resume_from.epoch)})
+    return model
 
 
-def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:
-    """Set TensorFlow's thread pools so that parallel jobs x threads ~ cores.
-
-    0 means automatic: TensorFlow's own default for a job alone; with N parallel jobs,
-    cores // N intra-op threads and 1 inter-op thread. A reused worker process keeps the
-    pools it started with (TensorFlow cannot change them once running). On the JAX
-    backend these pools do not exist (and TensorFlow is not imported): returns {}.
-    """
-    if keras.backend.backend() != "tensorflow":
-        return {}
-    import tensorflow as tf
-
-    cores = os.cpu_count() or 1
-    parallel = parallel_jobs > 1
-    intra = train_cfg.intra_op_threads or (max(1, cores // parallel_jobs) if parallel else 0)
-    inter = train_cfg.inter_op_threads or (1 if parallel else 0)
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(intra)
-        tf.config.threading.set_inter_op_parallelism_threads(inter)
-    except RuntimeError:
-        pass  # already initialised in this process
-    return {
-        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-    }
+def _train(
+    model: keras.Model,
+    cfg: DictConfig,
+    splits: Splits,
+    job: JobInfo,
+    recorder: RunRecorder,
+    resume_from: Checkpoint | None,
+) -> FitResult:
+    """Fit, logging every epoch's metrics and checkpointing after it (if on and there is a
+    folder for it); log the objective and where the time went."""
+    clock = EpochMetricsCallback(recorder.log_epoch)
+    callbacks: list[keras.callbacks.Callback] = [clock]
+    if resume_from is not None:
+        folder = resume_from.folder
+    else:
+        folder = checkpoint_folder(job.output_dir) if job.output_dir else None
+    if cfg.train.checkpoint and folder is not None:
+        callbacks.append(save_checkpoints(model, folder, recorder.run_id, resume_from))
+    fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
+    recorder.log_metrics({**clock.timings(), OBJECTIVE: fitted.val_accuracy})
+    return fitted
 
 
 def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
+    """A new run's tags: its data, code version, sweep, output folder and Ray node."""
     tags = {**splits.tags(), **_ray_tags()}
-    commit = tracking.git_commit()
+    commit = git_commit()
     if commit:
         tags["git_commit"] = commit
     if job.sweep:
@@ -187,17 +145,3 @@ def _ray_tags() -> dict[str, str]:
     if ray is not None and ray.is_initialized():
         return {"ray.node_id": ray.get_runtime_context().get_node_id()}
     return {}
-
-
-def _summary(report: ClassificationReport, fitted: FitResult, run_id: str, cfg: DictConfig) -> str:
-    return "\n".join(
-        [
-            "",
-            report.table(),
-            "",
-            f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
-            f"val accuracy {fitted.val_accuracy:.4f}, {fitted.epochs_run} epochs)",
-            f"mlflow run     {run_id}   (experiment '{cfg.tracking.experiment}')",
-            f"open the UI    {tracking.ui_command(cfg.tracking.uri)}",
-        ]
-    )

@@ -7,6 +7,7 @@ import io
 import math
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 
 OBJECTIVE = "final_val_accuracy"  # the metric sweeps rank by (never test accuracy)
 
@@ -138,3 +139,18 @@ def csv_table(rows: list[dict[str, str]]) -> str:
         writer.writeheader()
         writer.writerows(rows)
     return buffer.getvalue()
+
+
+def write_leaderboard(board: Leaderboard, folder: Path) -> None:
+    """Write the sweep's tables and figure into ``folder``: ``leaderboard.csv``,
+    ``leaderboard.md`` (with the mean ± std over seeds, if seeds were swept) and
+    ``objective_vs_params.png``."""
+    from mnist_exp.results.figures import objective_by_param
+
+    rows = board.rows()
+    (folder / "leaderboard.csv").write_text(csv_table(rows))
+    markdown = markdown_table(rows)
+    if groups := board.seed_groups():
+        markdown += "\n## Mean ± std over seeds\n\n" + markdown_table(groups)
+    (folder / "leaderboard.md").write_text(markdown)
+    objective_by_param(board, folder / "objective_vs_params.png")

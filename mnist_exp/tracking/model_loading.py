@@ -3,9 +3,10 @@
 A model folder is code-adjacent: MLflow's Keras flavor alone can restore a TensorFlow
 SavedModel (``save_exported_model: true``), whose graph runs whatever ops it holds when it is
 called, and other flavors unpickle Python objects. :func:`load_model` therefore accepts only
-the project's own format, the one ``mnist_exp.tracking.recorder.log_model`` writes: an ``MLmodel``
-file whose ``keras`` flavor points at a native ``.keras`` archive inside the folder, loaded
-with Keras safe mode on. ``MLmodel`` is read with ``yaml.safe_load``; nothing else in the
+the project's own format, the one
+:meth:`mnist_exp.tracking.recorder.RunRecorder.log_model` writes: an ``MLmodel`` file whose
+``keras`` flavor points at a native ``.keras`` archive inside the folder, loaded with Keras
+safe mode on. ``MLmodel`` is read with ``yaml.safe_load``; nothing else in the
 folder is read, imported or deserialized before it passes these checks. Anything else raises
 :class:`ModelRefused`, one line naming the model and what is allowed.
 """
@@ -24,6 +25,8 @@ from urllib.request import url2pathname
 import yaml
 
 from mnist_exp.config.schema import ConfigError
+from mnist_exp.tracking.store import absolute_store_uri, store_errors
+from mnist_exp.tracking.stored_runs import RUN_ID
 
 if TYPE_CHECKING:
     import keras
@@ -50,12 +53,39 @@ class ModelRefused(ConfigError):
     """
 
 
-def load_model(uri: str) -> keras.Model:
+def run_model_uri(run_id: str) -> str:
+    """The URI of the model that run ``run_id`` logged: ``runs:/<id>/model``."""
+    return f"runs:/{run_id}/model"
+
+
+def model_uri(reference: str) -> str:
+    """``runs:/<id>/model`` for a bare run id; any other reference as it is."""
+    return run_model_uri(reference) if RUN_ID.fullmatch(reference) else reference
+
+
+def load_model_from_store(uri: str, tracking_uri: str) -> keras.Model:
+    """:func:`load_model` with MLflow URIs looked up in the store at ``tracking_uri``.
+
+    A model that cannot be had (no such run or version, a missing path) is a ConfigError,
+    ``cannot load model URI: why``; a store that cannot be read is a StoreError. Both
+    are one line.
+    """
+    import mlflow
+
+    try:
+        with store_errors(absolute_store_uri(tracking_uri)):
+            return load_model(uri, tracking_uri)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        raise ConfigError(f"cannot load model {uri}: {str(error).splitlines()[0]}") from None
+
+
+def load_model(uri: str, tracking_uri: str | None = None) -> keras.Model:
     """Load a Keras model logged by this project, refusing any other kind of model.
 
     ``uri`` is ``runs:/<id>/model``, ``models:/<name>/<version>`` (or ``@alias``), any other
-    MLflow artifact URI (downloaded with the tracking URI already set by the caller), a local
-    MLflow model folder (one holding ``MLmodel``), or a local native ``.keras`` file.
+    MLflow artifact URI (downloaded from the store at ``tracking_uri``, by default the one
+    MLflow is set to), a local MLflow model folder (one holding ``MLmodel``), or a local
+    native ``.keras`` file.
 
     Raises ModelRefused (a ConfigError) if it is anything else: another flavor only, an
     exported TensorFlow SavedModel, a missing or non-``.keras`` model file, a folder without
@@ -73,6 +103,8 @@ def load_model(uri: str) -> keras.Model:
 
     import mlflow
 
+    if tracking_uri is not None:
+        mlflow.set_tracking_uri(absolute_store_uri(tracking_uri))
     with tempfile.TemporaryDirectory(prefix="mnist-exp-model-") as folder:
         downloaded = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder)
         # The model is fully in memory once loaded; the download can go.

@@ -1,13 +1,15 @@
-"""Everything MLflow: the store, the run's lifecycle, and what gets logged to it."""
+"""A run's MLflow record: :class:`RunRecorder` opens (or reopens) the run and writes all of
+it, params and tags, per-epoch metrics, dataset inputs, report artifacts, the model and the
+run's end status, in the spirit of MLflow's own Keras callback; and the store's experiment
+that runs go into."""
 
 from __future__ import annotations
 
 import logging
-import shlex
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from importlib import metadata
 from pathlib import Path
@@ -21,10 +23,11 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from mnist_exp.data.splits import IMAGE_PIXELS
-from mnist_exp.errors import ExperimentFailed
+from mnist_exp.data.splits import IMAGE_PIXELS, Splits
+from mnist_exp.errors import RunFailed
 from mnist_exp.interrupts import deferred
 from mnist_exp.results.report import ClassificationReport, write_report
+from mnist_exp.tracking.lineage import dataset_inputs
 from mnist_exp.tracking.owner import owner_tags
 from mnist_exp.tracking.store import (
     GC_COMMAND,
@@ -40,14 +43,6 @@ if TYPE_CHECKING:
 # "Creating initial MLflow database tables..." on every new store is noise, not news; so is
 # the traceback it logs for a database error that it raises anyway (see store_problem).
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-
-
-def ui_command(uri: str) -> str:
-    """The shell command that opens this store in the MLflow UI on 127.0.0.1."""
-    uri = absolute_store_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
 def open_experiment(tracking_cfg: DictConfig) -> str:
@@ -73,14 +68,14 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
             return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id
 
 
-class StoreFailed(ExperimentFailed):
+class StoreFailed(RunFailed):
     """The store (or the disk under it) failed while a run was under way."""
 
     reason = "store_failed"
 
 
 @contextmanager
-def tracked_run(
+def _tracked_run(
     experiment_id: str,
     run_name: str | None,
     tags: dict[str, str],
@@ -181,38 +176,12 @@ def git_commit() -> str | None:
     return result.stdout.strip() or None
 
 
-def log_config(cfg: DictConfig, overrides: list[str], extra_params: dict[str, Any]) -> None:
-    """Log the flattened config as params, plus the resolved YAML and the overrides."""
-    mlflow.log_params({**flatten(cfg), **extra_params})
-    mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
-    mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
-
-
-def log_epoch(metrics: dict[str, float], step: int) -> None:
-    """Log one epoch's metrics at ``step`` and tag it as the last completed epoch, in one
-    write that Ctrl-C cannot cut short."""
-    now = int(time.time() * 1000)
-    with deferred():
-        MlflowClient().log_batch(
-            mlflow.active_run().info.run_id,
-            metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
-            tags=[RunTag("last_completed_epoch", str(step))],
-        )
-
-
 def model_signature(num_classes: int) -> ModelSignature:
     """Input: float32 rows of 784 pixels in [0, 1]; output: one probability per class."""
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_PIXELS))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
     )
-
-
-def log_summary(model: keras.Model) -> None:
-    """Log the Keras model summary as ``model_summary.txt``."""
-    lines: list[str] = []
-    model.summary(print_fn=lambda line, **_: lines.append(line))
-    mlflow.log_text("\n".join(lines), "model_summary.txt")
 
 
 def model_requirements() -> list[str]:
@@ -231,22 +200,135 @@ def model_requirements() -> list[str]:
     return pinned
 
 
-def log_model(model: keras.Model, register_as: str | None = None) -> None:
-    """Log the model in MLflow's Keras flavor with its signature (``model``), and register
-    it as a new version of ``register_as`` in the Model Registry if that is set."""
-    with deferred():
-        mlflow.keras.log_model(
-            model,
-            name="model",
-            signature=model_signature(model.output_shape[-1]),
-            pip_requirements=model_requirements(),
-            registered_model_name=register_as,
-        )
+CONFIGURED = ".configured"  # suffix of the param that keeps a setting's configured value
+DATASET_LOG_ATTEMPTS = 3
 
 
-def log_report(report: ClassificationReport, images: np.ndarray, history: dict | None) -> None:
-    """Log the test report (JSON) and figures (PNG) under the run's ``report/`` folder."""
-    with tempfile.TemporaryDirectory() as folder:
-        write_report(report, images, Path(folder), history)
+class RunRecorder:
+    """Everything one MLflow run records, written only through this object.
+
+    Open it with :meth:`start` (a new run) or :meth:`resume` (an interrupted one); either
+    ends the run FINISHED, FAILED (error tagged) or KILLED when its block ends, and turns a
+    store failure into :class:`StoreFailed`. In between, a run logs in this order: tags and
+    dataset inputs (:meth:`log_datasets`), its config as params (:meth:`log_config`) and
+    model summary, a metric batch per epoch (:meth:`log_epoch`), final metrics, the test
+    report (:meth:`log_report`) and the model (:meth:`log_model`).
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    @classmethod
+    @contextmanager
+    def start(
+        cls,
+        tracking_cfg: DictConfig,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+    ) -> Iterator[RunRecorder]:
+        """A new run in the configured store and experiment, tagged ``tags`` (and with its
+        owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given."""
+        experiment_id = open_experiment(tracking_cfg)
+        with _tracked_run(experiment_id, run_name, dict(tags or {}), parent_run_id) as run:
+            yield cls(run.info.run_id)
+
+    @classmethod
+    @contextmanager
+    def resume(cls, tracking_cfg: DictConfig, run_id: str) -> Iterator[RunRecorder]:
+        """The interrupted run ``run_id`` reopened, now owned by this process; its params
+        stay as they were logged."""
+        experiment_id = open_experiment(tracking_cfg)
+        with _tracked_run(experiment_id, None, {}, run_id=run_id) as run:
+            yield cls(run.info.run_id)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        """Tag the run (a tag set again takes the new value)."""
+        mlflow.set_tags(dict(tags))
+
+    def log_datasets(
+        self, splits: Splits, which: tuple[str, ...] = ("train", "val", "test")
+    ) -> None:
+        """Log the splits named in ``which`` as the run's dataset inputs, with their content
+        digests (:mod:`mnist_exp.tracking.lineage`)."""
+        inputs = dataset_inputs(splits, which)
+        datasets = [dataset for dataset, _ in inputs]
+        contexts = [context for _, context in inputs]
+        for attempt in range(DATASET_LOG_ATTEMPTS):
+            try:
+                mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(inputs))
+                return
+            except mlflow.exceptions.MlflowException:
+                # Parallel jobs on the same data race to create the same dataset record
+                # (a unique-constraint error in MLflow's SQL store); once one has created
+                # it, the others just link to it.
+                if attempt == DATASET_LOG_ATTEMPTS - 1:
+                    raise
+
+    def log_config(
+        self,
+        cfg: DictConfig,
+        overrides: list[str],
+        ran: Mapping[str, Any],
+        derived: Mapping[str, Any],
+    ) -> None:
+        """Log the flattened config as params, each with the value that ran, plus the
+        resolved YAML and the overrides as artifacts.
+
+        ``ran`` holds the settings that code resolved before training (an ``auto``, a
+        capped number), keyed like the flattened config: each is logged as it ran, and its
+        configured value beside it as ``<key>.configured`` (what a sweep varied, what the
+        UI filters on). ``derived`` adds params computed from the config (parameter counts).
+        """
+        params = flatten(cfg)
+        configured = {f"{key}{CONFIGURED}": params[key] for key in ran}
+        mlflow.log_params({**params, **ran, **configured, **derived})
+        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
+        mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
+
+    def log_model_summary(self, model: keras.Model) -> None:
+        """Log the Keras model summary as ``model_summary.txt``."""
+        lines: list[str] = []
+        model.summary(print_fn=lambda line, **_: lines.append(line))
+        mlflow.log_text("\n".join(lines), "model_summary.txt")
+
+    def log_epoch(self, metrics: dict[str, float], step: int) -> None:
+        """Log one epoch's metrics at ``step`` and tag it as the last completed epoch, in
+        one write that Ctrl-C cannot cut short."""
+        now = int(time.time() * 1000)
         with deferred():
-            mlflow.log_artifacts(folder, "report")
+            MlflowClient().log_batch(
+                self.run_id,
+                metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
+                tags=[RunTag("last_completed_epoch", str(step))],
+            )
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Log metrics that have one value per run (no step)."""
+        mlflow.log_metrics(dict(metrics))
+
+    def log_report(
+        self,
+        report: ClassificationReport,
+        images: np.ndarray,
+        history: dict[str, list[float]] | None = None,
+    ) -> None:
+        """Log the test report's metrics, and its JSON and figures (PNG) under the run's
+        ``report/`` folder; learning curves too if the training ``history`` is given."""
+        mlflow.log_metrics(report.metrics())
+        with tempfile.TemporaryDirectory() as folder:
+            write_report(report, images, Path(folder), history)
+            with deferred():
+                mlflow.log_artifacts(folder, "report")
+
+    def log_model(self, model: keras.Model, register_as: str | None = None) -> None:
+        """Log the model in MLflow's Keras flavor with its signature (``model``), and
+        register it as a new version of ``register_as`` in the Model Registry if set."""
+        with deferred():
+            mlflow.keras.log_model(
+                model,
+                name="model",
+                signature=model_signature(model.output_shape[-1]),
+                pip_requirements=model_requirements(),
+                registered_model_name=register_as,
+            )

@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import ConfigError, DataConfig
 from mnist_exp.data.splits import Splits, load_splits
+from mnist_exp.tracking.model_loading import run_model_uri
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -73,8 +74,7 @@ def load_test_data(cfg: DictConfig, overrides: Sequence[str]) -> tuple[Splits, d
     """
     if chooses_data(overrides):
         return load_splits(cfg.data, VALIDATION_SPLIT, cfg.seed), {EVALUATED_ON: EXPLICIT}
-    uri = cfg.model_uri or f"runs:/{cfg.run_id}/model"
-    own = find_run_data(uri, cfg.tracking)
+    own = find_run_data(evaluated_model(cfg), cfg.tracking)
     seed_given = any(_override_key(override) == "seed" for override in overrides)
     if seed_given and cfg.seed != own.seed and own.data.name == "mnist_subset":
         raise ConfigError(
@@ -86,6 +86,12 @@ def load_test_data(cfg: DictConfig, overrides: Sequence[str]) -> tuple[Splits, d
     return splits, {EVALUATED_ON: OWN_DATA, TRAINING_RUN: own.run_id}
 
 
+def evaluated_model(cfg: DictConfig) -> str:
+    """The URI of the model an ``EvaluateConfig`` names: ``model_uri``, or the model its
+    ``run_id`` logged."""
+    return cfg.model_uri or run_model_uri(cfg.run_id)
+
+
 def find_run_data(model_uri: str, tracking_cfg: DictConfig) -> RunData:
     """The data of the run that trained ``model_uri``, looked up in the configured store.
 
@@ -95,9 +101,9 @@ def find_run_data(model_uri: str, tracking_cfg: DictConfig) -> RunData:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from mnist_exp.tracking import recorder as tracking
+    from mnist_exp.tracking.recorder import open_experiment
 
-    tracking.open_experiment(tracking_cfg)  # points MLflow at the store (one-line errors)
+    open_experiment(tracking_cfg)  # points MLflow at the store (one-line errors)
     client = MlflowClient()
     try:
         run = client.get_run(training_run_id(client, model_uri))

@@ -1,5 +1,5 @@
-"""The MLflow store as a file on disk: its URI forms, a lock for creating it, and its
-failures in words.
+"""The MLflow store as a file on disk: its URI forms, a lock for creating it, its
+failures in words, and the command that opens it in the UI.
 
 Several processes may start at once on one SQLite store, fresh or not. MLflow creates
 and migrates a new database the first time a process opens it, and two processes doing
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import shlex
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -40,6 +41,14 @@ def absolute_store_uri(uri: str) -> str:
     """Turn a relative ``sqlite:///outputs/...`` URI into an absolute one (others unchanged)."""
     path = sqlite_path(uri)
     return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
+
+
+def ui_command(uri: str) -> str:
+    """The shell command that opens this store in the MLflow UI on 127.0.0.1."""
+    uri = absolute_store_uri(uri)
+    if uri.startswith(("http://", "https://")):
+        return f"open {uri} in a browser"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
 @contextmanager

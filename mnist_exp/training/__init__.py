@@ -1,1 +1,2 @@
-"""The training layer: model builder, fit, checkpoints, backend and device, the JAX epoch path."""
+"""The training layer: model builder, runtime set-up, fit, checkpoints, inference, backend and
+device, the JAX epoch path."""

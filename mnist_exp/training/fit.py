@@ -1,22 +1,22 @@
-"""Fit a compiled model on the splits; predict class probabilities with it."""
+"""Fit a compiled model on the splits: shuffled epochs, steps per execution, stopping
+rules, and the callback that forwards each epoch's metrics."""
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 from omegaconf import DictConfig
 
+from mnist_exp import STARTED_AT
 from mnist_exp.data.splits import Splits
-from mnist_exp.errors import ExperimentFailed
-from mnist_exp.pipeline.resume import MODEL_FILE, STATE_FILE, Checkpoint
+from mnist_exp.errors import RunFailed
+from mnist_exp.training.checkpoint import Checkpoint
+from mnist_exp.training.inference import PREDICT_BATCH
 
 
 @dataclass(frozen=True)
@@ -28,60 +28,7 @@ class FitResult:
     epochs_run: int
 
 
-PREDICT_BATCH = 1024
-
-
-def _seed_states(model: keras.Model) -> list:
-    """The random-number states of the model's dropout layers, in layer order."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
-
-
-def load_checkpoint_model(checkpoint: Checkpoint) -> keras.Model:
-    """The checkpointed model with its weights, optimizer state and dropout RNG states."""
-    model = keras.models.load_model(checkpoint.model_path)
-    for variable, state in zip(_seed_states(model), checkpoint.seed_states, strict=True):
-        variable.assign(state)
-    return model
-
-
-class SaveCheckpoint(keras.callbacks.Callback):
-    """After every epoch, atomically replace the checkpoint in ``folder``."""
-
-    def __init__(self, folder: Path, run_id: str, resume_from: Checkpoint | None = None) -> None:
-        super().__init__()
-        self.folder = folder
-        self.run_id = run_id
-        self.history = {
-            key: list(values)
-            for key, values in (resume_from.history if resume_from else {}).items()
-        }
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Write the model and the state that names it to temp files, then move both into
-        place; a failed write (a full disk) leaves the last good checkpoint and no litter."""
-        for key, value in (logs or {}).items():
-            self.history.setdefault(key, []).append(float(value))
-        self.folder.mkdir(parents=True, exist_ok=True)
-        state = {
-            "run_id": self.run_id,
-            "epoch": epoch + 1,
-            "history": self.history,
-            "seed_states": [variable.numpy().tolist() for variable in _seed_states(self.model)],
-        }
-        partial_model = self.folder / f"partial-{MODEL_FILE}"
-        partial_state = self.folder / f"{STATE_FILE}.partial"
-        try:
-            self.model.save(partial_model)
-            partial_state.write_text(json.dumps(state))
-        except BaseException:
-            partial_model.unlink(missing_ok=True)
-            partial_state.unlink(missing_ok=True)
-            raise
-        os.replace(partial_model, self.folder / MODEL_FILE)
-        os.replace(partial_state, self.folder / STATE_FILE)
-
-
-class TrainingDiverged(ExperimentFailed):
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite: training cannot recover, so it stops."""
 
     reason = "nan_loss"
@@ -129,6 +76,17 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         metrics["learning_rate"] = float(rate)  # reached at the end of this epoch
         self.log_metrics(metrics, epoch + 1)
         self.logging_seconds.append(time.perf_counter() - start)
+
+    def timings(self) -> dict[str, float]:
+        """Where the time went, as metrics: start-up (from the package's import to the
+        start of training), training until now, and the logging's share of each epoch."""
+        timings = {"fit_seconds": time.perf_counter() - self.started_at}
+        timings["startup_seconds"] = self.started_at - STARTED_AT
+        if self.logging_seconds:
+            timings["mlflow_seconds_per_epoch"] = sum(self.logging_seconds) / len(
+                self.logging_seconds
+            )
+        return timings
 
 
 def fit(
@@ -288,8 +246,3 @@ class _ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, step: int) -> tuple[np.ndarray, np.ndarray]:
         indices = self.order[step * self.batch_size : (step + 1) * self.batch_size]
         return self.images[indices], self.labels[indices]
-
-
-def predict_probabilities(model: keras.Model, images: np.ndarray) -> np.ndarray:
-    """Class probabilities for ``images``, in large batches (no gradients to keep)."""
-    return np.asarray(model.predict(images, batch_size=PREDICT_BATCH, verbose=0))

@@ -6,12 +6,14 @@ import keras
 from keras import layers
 from omegaconf import DictConfig
 
-# The only optimizer classes a config can name (never an arbitrary import path).
+from mnist_exp.config.schema import OPTIMIZERS
+from mnist_exp.data.splits import Splits
+from mnist_exp.training.fit import steps_per_epoch, steps_per_execution
+
+# The only optimizer classes a config can name (never an arbitrary import path): the
+# schema's optimizers, each with the keras.optimizers class its schema names.
 OPTIMIZER_CLASSES = {
-    "adam": keras.optimizers.Adam,
-    "adamw": keras.optimizers.AdamW,
-    "sgd": keras.optimizers.SGD,
-    "rmsprop": keras.optimizers.RMSprop,
+    name: getattr(keras.optimizers, schema.keras_class) for name, schema in OPTIMIZERS.items()
 }
 
 
@@ -127,6 +129,22 @@ def compile_model(
         metrics=["accuracy"],
         steps_per_execution=steps_per_execution,
     )
+
+
+def build_for_training(cfg: DictConfig, splits: Splits) -> keras.Model:
+    """The model ``cfg`` describes, sized for ``splits`` and compiled for ``cfg.train``'s
+    epochs and batch size (steps per execution and learning-rate schedule included)."""
+    model = build_model(
+        cfg.model,
+        input_dim=splits.x_train.shape[1],
+        num_classes=len(splits.class_names),
+        augment=cfg.data.augment,
+    )
+    steps = steps_per_epoch(splits, cfg.train.batch_size)
+    compile_model(
+        model, cfg.optimizer, steps_per_execution(cfg.train, steps), steps, cfg.train.epochs
+    )
+    return model
 
 
 def parameter_counts(model: keras.Model) -> tuple[int, int]:

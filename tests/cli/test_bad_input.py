@@ -8,10 +8,9 @@ and random valid model/optimizer configs at the model builder.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
-from conftest import in_process
+from conftest import EXAMPLES, in_process, one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,8 +48,6 @@ def numeric_fields():
 
 
 NUMERIC = numeric_fields()
-# How many random cases per test; raise it for a deeper soak: BAD_INPUT_EXAMPLES=2000 pytest ...
-EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "50"))
 INT_KEYS = [key for key, field in NUMERIC if field.type == "int"] + ["model.hidden_units"]
 names = st.text("abcdefghijklmnopqrstuvwxyz_", min_size=3, max_size=12)
 
@@ -114,22 +111,6 @@ def cli(args: list[str]) -> tuple[int, list[str]]:
     """Run the real entry point in-process; return its exit code and stderr lines."""
     done = in_process(run.main, args)
     return done.returncode, done.stderr.splitlines()
-
-
-def one_line_error(tmp_path: Path, *overrides: str) -> str:
-    """Run the entry point in-process (run folder in ``tmp_path``, Hydra's logging off);
-    assert exit 2 with exactly one ``error:`` line on stderr, and return that line."""
-    code, stderr = cli(
-        [
-            *overrides,
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
-        ]
-    )
-    assert code == 2, (overrides, stderr)
-    assert len(stderr) == 1 and stderr[0].startswith("error: "), (overrides, stderr)
-    return stderr[0]
 
 
 @settings(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import interrupt_during_training, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_npz):
@@ -28,7 +28,8 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     assert run.info.status == "FINISHED"
     assert "17/17 - " in done.stdout and "val_accuracy: " in done.stdout  # Keras progress
     # steps_per_execution=auto ran the whole epoch (17 steps) per call, on the CPU.
-    assert run.data.params["train.steps_per_execution_run"] == "17"
+    assert run.data.params["train.steps_per_execution"] == "17"
+    assert run.data.params["train.steps_per_execution.configured"] == "auto"
     assert run.data.tags["device.kind"] == "cpu"
     assert f"test accuracy  {run.data.metrics['test_accuracy']:.4f}" in done.stdout
     assert f"mlflow run     {run.info.run_id}" in done.stdout

@@ -8,31 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import npz_to_idx, write_idx
 
 from mnist_exp.config.schema import ConfigError, DataConfig
-from mnist_exp.data.idx import IDX_FILES
 from mnist_exp.data.splits import load_splits
 
 
 def data_config(**values) -> DataConfig:
     return DataConfig(**{"download": False, **values})
-
-
-def write_idx(path: Path, array: np.ndarray, type_code: int = 0x08) -> Path:
-    """Write ``array`` as an IDX file (gzipped if ``path`` ends in .gz)."""
-    header = bytes([0, 0, type_code, array.ndim]) + np.array(array.shape, ">u4").tobytes()
-    payload = header + np.ascontiguousarray(array).tobytes()
-    path.write_bytes(gzip.compress(payload) if path.suffix == ".gz" else payload)
-    return path
-
-
-def npz_to_idx(npz: Path, folder: Path, style: int = 0, suffix: str = ".gz") -> Path:
-    """The four arrays of a keras-layout .npz as an IDX folder (naming style 0 or 1)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with np.load(npz) as arrays:
-        for role, names in IDX_FILES.items():
-            write_idx(folder / f"{names[style]}{suffix}", arrays[role])
-    return folder
 
 
 def test_npz_is_split_into_seeded_train_and_validation(mnist_npz):

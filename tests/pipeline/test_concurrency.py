@@ -5,50 +5,15 @@ real SQLite store each."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import Store, run_cli
-from test_reliability import run_id_of
+from conftest import Store, finish, pause_at, run_cli, run_id_of, start, wait_for_line
 
 TERMINAL_STATES = {"FINISHED", "FAILED", "KILLED"}
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    """Start ``python -m mnist_exp.run ARGS`` with line-buffered output."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "mnist_exp.run", *args],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
-def wait_for_line(process: subprocess.Popen, prefix: str) -> None:
-    """Read the process's stdout until a line starts with ``prefix``."""
-    for line in process.stdout:
-        if line.startswith(prefix):
-            return
-    raise AssertionError(f"no line {prefix!r}; stderr: {process.stderr.read()[-2000:]}")
-
-
-def pause_at(process: subprocess.Popen, prefix: str) -> None:
-    """Stop (SIGSTOP) the process as soon as it prints a line starting with ``prefix``."""
-    wait_for_line(process, prefix)
-    process.send_signal(signal.SIGSTOP)
-
-
-def finish(process: subprocess.Popen) -> tuple[int, str, str]:
-    """Wait for the process; return (exit code, stdout, stderr)."""
-    stdout, stderr = process.communicate(timeout=300)
-    return process.returncode, stdout, stderr
 
 
 def last_line(stderr: str) -> str:
@@ -231,23 +196,22 @@ def test_a_full_disk_ends_the_run_failed_in_one_line(small_disk, mnist_npz):
 def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(small_disk):
     from omegaconf import OmegaConf
 
-    from mnist_exp.tracking import recorder as tracking
+    from mnist_exp.tracking.recorder import RunRecorder, StoreFailed
 
     uri = f"sqlite:///{small_disk / 'mlflow.db'}"
     experiment = OmegaConf.create({"uri": uri, "experiment": "x", "artifact_location": None})
-    experiment_id = tracking.open_experiment(experiment)
-    with pytest.raises(tracking.StoreFailed) as raised:  # noqa: SIM117 (the run is needed after)
-        with tracking.tracked_run(experiment_id, "doomed", {}) as run:
+    with pytest.raises(StoreFailed) as raised:  # noqa: SIM117 (the run is needed after)
+        with RunRecorder.start(experiment, "doomed") as recorder:
             filling = open(small_disk / "filler", "wb")  # noqa: SIM115
             with filling as filler, contextlib.suppress(OSError):  # the disk fills up
                 while True:
                     filler.write(bytes(1 << 16))
             raise RuntimeError("the training failed")
     assert str(raised.value) == (
-        f"the training failed; run {run.info.run_id} may still show RUNNING: once the store "
+        f"the training failed; run {recorder.run_id} may still show RUNNING: once the store "
         "can write again, close it with python -m mnist_exp.runs gc"
     )
     (small_disk / "filler").unlink()
-    assert Store(uri, small_disk).client().get_run(run.info.run_id).info.status == "RUNNING"
+    assert Store(uri, small_disk).client().get_run(recorder.run_id).info.status == "RUNNING"
     # Its owner (this process) is alive, so gc leaves it; once the owner exits, gc closes it.
     assert gc(Store(uri, small_disk), small_disk).stdout.startswith("closed (KILLED): 0 run(s)")

@@ -8,14 +8,20 @@ import numpy as np
 import pytest
 
 from mnist_exp.data.splits import load_splits
-from mnist_exp.pipeline.one_run import JobInfo, run_experiment
-from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, STEPS_RUN_KEY
-from mnist_exp.tracking import recorder as tracking
-from mnist_exp.tracking.recorder import flatten
+from mnist_exp.pipeline.one_run import JobInfo, run_one
+from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS
+from mnist_exp.tracking.recorder import CONFIGURED, RunRecorder, flatten, git_commit
 from mnist_exp.training.fit import fit
 from mnist_exp.training.model import build_model, compile_model
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Settings that code resolves before training: logged as they ran, configured value beside.
+RESOLVED = (
+    "train.steps_per_execution",
+    "train.device",
+    "train.intra_op_threads",
+    "train.inter_op_threads",
+)
 
 
 @pytest.fixture
@@ -24,7 +30,7 @@ def finished_run(make_config, store, mnist_npz):
     overrides = [f"data.path={mnist_npz}", "train.epochs=2", *store.overrides]
     cfg = make_config(*overrides)
     splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
-    objective = run_experiment(cfg, splits, JobInfo(overrides=overrides))
+    objective = run_one(cfg, splits, JobInfo(overrides=overrides))
     (run,) = store.runs()
     return store.client(), run, cfg, splits, objective
 
@@ -34,7 +40,8 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert run.info.status == "FINISHED"
 
     params = run.data.params
-    assert set(params) == set(flatten(cfg)) | {*PARAM_COUNT_KEYS, STEPS_RUN_KEY}
+    configured = {f"{key}{CONFIGURED}" for key in RESOLVED}
+    assert set(params) == set(flatten(cfg)) | {*PARAM_COUNT_KEYS} | configured
     assert params["model.total_params"] == "252170"
     assert params["model.hidden_units"] == "[256, 128, 128]"
     assert params["optimizer.name"] == "adam"
@@ -50,8 +57,7 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert tags["dataset"] == "mnist" and tags["dataset.variant"] == "full"
     assert (tags["dataset.train_samples"], tags["dataset.val_samples"]) == ("540", "60")
     assert tags["dataset.test_samples"] == "200"
-    commit = tracking.git_commit()
-    assert tags.get("git_commit") == commit
+    assert tags.get("git_commit") == git_commit()
 
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "overrides.yaml", "model_summary.txt"} <= artifacts
@@ -78,13 +84,53 @@ def test_logged_model_predicts_probabilities_through_pyfunc(finished_run):
 )
 def test_a_run_that_raises_never_stays_running(make_config, store, error, status):
     cfg = make_config(*store.overrides)
-    experiment_id = tracking.open_experiment(cfg.tracking)
-    with pytest.raises(type(error)), tracking.tracked_run(experiment_id, None, {}) as run:
+    with pytest.raises(type(error)), RunRecorder.start(cfg.tracking) as recorder:
         raise error
-    recorded = store.client().get_run(run.info.run_id)
+    recorded = store.client().get_run(recorder.run_id)
     assert recorded.info.status == status
     if status == "FAILED":
         assert recorded.data.tags["error"] == "RuntimeError: boom"
+
+
+def test_logged_params_are_the_values_keras_ran_with(make_config, store, mnist_npz, monkeypatch):
+    """A number above an epoch's steps is capped and ``auto`` threads are chosen before
+    training: read back from the store, each param is what the compiled model and
+    TensorFlow ran with, and the configured value is kept beside it."""
+    import tensorflow as tf
+
+    ran = {}
+    keras_fit = keras.Model.fit
+
+    def spy(model, *args, **kwargs):
+        ran["steps_per_execution"] = model.steps_per_execution
+        ran["intra_op"] = tf.config.threading.get_intra_op_parallelism_threads()
+        ran["inter_op"] = tf.config.threading.get_inter_op_parallelism_threads()
+        return keras_fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", spy)
+    overrides = [
+        f"data.path={mnist_npz}",  # 540 training images: 17 steps of 32 per epoch
+        "train.epochs=1",
+        "train.steps_per_execution=64",
+        "train.verbose=0",
+        "tracking.log_model=false",
+        *store.overrides,
+    ]
+    cfg = make_config(*overrides)
+    splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
+    run_one(cfg, splits, JobInfo(overrides=overrides))
+
+    (run,) = store.runs()
+    params = store.client().get_run(run.info.run_id).data.params
+    assert ran["steps_per_execution"] == 17  # capped at an epoch
+    assert params["train.steps_per_execution"] == str(ran["steps_per_execution"])
+    assert params["train.steps_per_execution.configured"] == "64"
+    assert params["train.intra_op_threads"] == str(ran["intra_op"])
+    assert params["train.inter_op_threads"] == str(ran["inter_op"])
+    assert params["train.intra_op_threads.configured"] == "0"  # auto
+    assert params["train.device"] == run.data.tags["device.kind"] == "cpu"
+    assert params["train.device.configured"] == "auto"
+    assert params["train.batch_size"] == "32"  # used as configured, not resolved
 
 
 def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):

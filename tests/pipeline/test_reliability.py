@@ -11,18 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Store, free_port, run_cli
+from conftest import Store, free_port, histories, run_cli, run_id_of
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-
-
-def histories(store, run) -> dict[str, list[tuple[int, float]]]:
-    client = store.client()
-    return {
-        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
-        for name in EPOCH_METRICS
-    }
 
 
 def deterministic_args(folder, mnist_npz, store, name: str) -> list[str]:
@@ -33,11 +24,6 @@ def deterministic_args(folder, mnist_npz, store, name: str) -> list[str]:
         f"hydra.run.dir={folder / name}",
         *store.overrides,
     ]
-
-
-def run_id_of(stdout: str) -> str:
-    """The run id a finished run prints in its summary."""
-    return re.search(r"^mlflow run\s+([0-9a-f]{32})", stdout, flags=re.M).group(1)
 
 
 @pytest.fixture(scope="module")

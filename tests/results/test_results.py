@@ -13,7 +13,7 @@ from PIL import Image
 
 from mnist_exp.cli import predict
 from mnist_exp.data.splits import load_splits
-from mnist_exp.pipeline.one_run import JobInfo, run_experiment
+from mnist_exp.pipeline.one_run import JobInfo, run_one
 from mnist_exp.results.report import ClassificationReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -40,7 +40,7 @@ def trained(tmp_path_factory, mnist_npz):
         cfg = validate(compose("config", overrides=overrides))
     splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
     for _ in range(2):
-        run_experiment(cfg, splits, JobInfo(overrides=overrides))
+        run_one(cfg, splits, JobInfo(overrides=overrides))
     first, second = store.runs()
     return store, first, second, splits, folder
 

@@ -8,8 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from test_data import npz_to_idx
+from conftest import npz_to_idx, run_cli
 
 from mnist_exp.config.schema import DataConfig
 from mnist_exp.data.splits import load_splits

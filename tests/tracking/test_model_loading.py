@@ -20,14 +20,15 @@ import mlflow
 import numpy as np
 import pytest
 from conftest import Store, run_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
 from mnist_exp.cli import predict
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.data.images import load_digit
 from mnist_exp.tracking.model_loading import ALLOWED, ModelRefused, load_model
-from mnist_exp.tracking.recorder import log_model
-from mnist_exp.training.fit import PREDICT_BATCH, predict_probabilities
+from mnist_exp.tracking.recorder import RunRecorder
+from mnist_exp.training.inference import PREDICT_BATCH, predict_probabilities
 
 REGISTERED = "trust-test"
 
@@ -324,14 +325,15 @@ def test_load_model_refuses_a_legacy_h5_file_and_names_a_missing_path(tmp_path):
 
 @pytest.fixture
 def logged(store: Store, tiny_model: keras.Model) -> tuple[Store, str, Path]:
-    """``tiny_model`` logged with ``mnist_exp.tracking.recorder.log_model`` and registered as
-    ``trust-test`` version 1: (store, run id, the model's local artifact folder)."""
-    mlflow.set_tracking_uri(store.uri)
-    experiment = mlflow.create_experiment("trust", store.artifacts.as_uri())
-    with mlflow.start_run(experiment_id=experiment) as run:
-        log_model(tiny_model, register_as=REGISTERED)
+    """``tiny_model`` logged by the run recorder (``RunRecorder.log_model``) and registered
+    as ``trust-test`` version 1: (store, run id, the model's local artifact folder)."""
+    tracking = OmegaConf.create(
+        {"uri": store.uri, "experiment": "trust", "artifact_location": str(store.artifacts)}
+    )
+    with RunRecorder.start(tracking) as recorder:
+        recorder.log_model(tiny_model, register_as=REGISTERED)
     (mlmodel,) = store.artifacts.rglob("MLmodel")
-    return store, run.info.run_id, mlmodel.parent
+    return store, recorder.run_id, mlmodel.parent
 
 
 def test_logged_model_loads_from_every_reference_and_predicts(logged, tiny_model, keras_file):

@@ -11,16 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import EXAMPLES, one_line_error, run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
-from test_bad_input import EXAMPLES, one_line_error
 
 from mnist_exp.config.schema import ConfigError
-from mnist_exp.tracking import recorder as tracking
 from mnist_exp.tracking.preflight import check_store
-from mnist_exp.tracking.store import StoreError
+from mnist_exp.tracking.recorder import open_experiment
+from mnist_exp.tracking.store import StoreError, ui_command
 
 DRIVERLESS = [
     uri
@@ -106,7 +105,7 @@ def test_an_outdated_schema_names_the_upgrade_command(new_store):
         database.execute("update alembic_version set version_num = '84291f40a231'")
     uri = f"sqlite:///{new_store}"
     with pytest.raises(StoreError) as raised:
-        tracking.open_experiment(_tracking(new_store))
+        open_experiment(_tracking(new_store))
     assert str(raised.value) == (
         f"tracking.uri={uri}: its schema is from an older MLflow; back it up, then run: "
         f"mlflow db upgrade {uri}"
@@ -128,7 +127,7 @@ def test_a_read_only_store_is_one_line(tmp_path, new_store):
         pytest.skip("cannot bind-mount read-only here (needs root)")
     try:
         with pytest.raises(StoreError, match="the store and its folder must be writable"):
-            tracking.open_experiment(_tracking(folder / "other.db"))
+            open_experiment(_tracking(folder / "other.db"))
     finally:
         subprocess.run(["umount", str(folder)], check=False)
 
@@ -187,7 +186,7 @@ def test_check_store_accepts_what_can_keep_runs(tmp_path):
 
 
 def test_the_printed_ui_command_survives_a_path_with_spaces():
-    command = tracking.ui_command("sqlite:////tmp/my runs/it's/mlflow.db")
+    command = ui_command("sqlite:////tmp/my runs/it's/mlflow.db")
     assert shlex.split(command) == [
         "mlflow",
         "ui",

@@ -7,9 +7,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from conftest import run_cli
-from test_concurrency import finish, pause_at, start
-from test_reliability import EPOCH_METRICS, histories, run_id_of
+from conftest import EPOCH_METRICS, finish, histories, pause_at, run_cli, run_id_of, start
 
 JAX = ["train.backend=jax", "train.deterministic=true", "train.verbose=2"]
 
@@ -43,8 +41,9 @@ def test_device_epochs_give_the_step_by_step_histories_exactly(tmp_path, store, 
     assert histories(store, device_run) == histories(store, step_run)
     for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
         assert device_run.data.metrics[metric] == step_run.data.metrics[metric], metric
-    assert device_run.data.params["train.steps_per_execution_run"] == "1"  # an epoch a call
-    assert step_run.data.params["train.steps_per_execution_run"] == "17"  # auto: 64, capped
+    assert device_run.data.params["train.steps_per_execution"] == "1"  # an epoch a call
+    assert step_run.data.params["train.steps_per_execution"] == "17"  # auto: 64, capped
+    assert step_run.data.params["train.steps_per_execution.configured"] == "auto"
     assert device_run.data.tags["device.kind"] == "cpu"
     # The progress line still counts every step of the epoch.
     assert "17/17 - " in on_device.stdout

@@ -1,0 +1,82 @@
+"""What the commands print when they are done: a run's, an evaluation's and a sweep's
+summary for the terminal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from mnist_exp.results.leaderboard import Leaderboard, text_table
+from mnist_exp.results.report import ClassificationReport
+
+if TYPE_CHECKING:
+    from mnist_exp.data.splits import Splits
+    from mnist_exp.training.fit import FitResult
+
+
+def run_summary(
+    report: ClassificationReport,
+    fitted: FitResult,
+    run_id: str,
+    experiment: str,
+    ui_command: str,
+) -> str:
+    """A training run's end: the per-class table, the scores, the MLflow run and how to
+    open the UI on it."""
+    return "\n".join(
+        [
+            "",
+            report.table(),
+            "",
+            f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
+            f"val accuracy {fitted.val_accuracy:.4f}, {fitted.epochs_run} epochs)",
+            f"mlflow run     {run_id}   (experiment '{experiment}')",
+            f"open the UI    {ui_command}",
+        ]
+    )
+
+
+def evaluation_summary(report: ClassificationReport, splits: Splits) -> str:
+    """An evaluation's scores: the per-class table and the test accuracy, naming the data."""
+    return (
+        f"{report.table()}\n\n"
+        f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
+        f"{len(splits.y_test)} test samples, {splits.variant} {splits.name})"
+    )
+
+
+def evaluation_run_line(run_id: str) -> str:
+    """The line naming the MLflow run an evaluation was recorded in."""
+    return f"mlflow run     {run_id}   (report/ holds the figures and JSON)"
+
+
+def sweep_summary(
+    board: Leaderboard,
+    sweep_dir: str,
+    parent_id: str,
+    registered: str | None,
+    register_command: Callable[[str], str],
+    ui_command: str,
+) -> str:
+    """A sweep's end: the leaderboard (and the seed averages), the best run and either the
+    model version it was registered as (``name/version``) or the command that registers it
+    (``register_command(run_id)``), the parent run and how to open the UI."""
+    lines = [
+        "",
+        f"Sweep {sweep_dir}: {len(board.ranked)} finished, "
+        f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
+        text_table(board.rows()),
+    ]
+    if groups := board.seed_groups():
+        lines += ["", "Mean ± std over seeds:", text_table(groups)]
+    if board.best is not None:
+        lines.append(f"\nbest run     {board.best.run_id} (tagged sweep.best=true)")
+        if registered:
+            lines.append(f"registered   models:/{registered}")
+        else:
+            lines.append(f"register it  {register_command(board.best.run_id)}")
+    lines += [
+        f"parent run   {parent_id} (leaderboard.csv, leaderboard.md, objective_vs_params.png)",
+        f"open the UI  {ui_command}",
+    ]
+    return "\n".join(lines)

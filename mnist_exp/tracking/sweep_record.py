@@ -1,0 +1,167 @@
+"""A sweep's MLflow parent run: opened before any job starts, its children read back and
+ranked, the leaderboard published on it, the best child tagged (and registered), and the
+parent closed when the sweep ends.
+
+:class:`SweepRecorder` owns every write to a parent run. The parents this process opened
+and has not closed are kept here, so that an interrupted sweep can close them
+(:func:`end_open_sweeps`). MLflow is imported only inside the functions: the command that
+runs sweeps starts without it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from omegaconf import DictConfig
+
+from mnist_exp.results.leaderboard import OBJECTIVE, JobResult, Leaderboard, write_leaderboard
+from mnist_exp.tracking.model_loading import run_model_uri
+from mnist_exp.tracking.owner import owner_tags
+from mnist_exp.tracking.store import absolute_store_uri, store_errors
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+PARENT_TAG = "sweep.role"
+BEST_TAG = "sweep.best"
+REGISTER_AS = "mnist-best"  # the name the printed registration command uses
+
+
+class SweepRecorder:
+    """The parent run of one sweep in the store at ``uri``."""
+
+    def __init__(self, run_id: str, uri: str) -> None:
+        self.run_id = run_id
+        self.uri = uri
+
+    @classmethod
+    def open(
+        cls,
+        tracking_cfg: DictConfig,
+        sweep_dir: str,
+        sweeper: str,
+        documents: Mapping[str, str],
+    ) -> SweepRecorder:
+        """Create the parent run of the sweep in ``sweep_dir`` (the experiment first, if it
+        is new), tagged with its role, folder, ``sweeper`` and owner, and log
+        ``documents`` (artifact file name -> text) on it. A store that cannot be used
+        raises StoreError (one line)."""
+        from mnist_exp.tracking.recorder import open_experiment
+
+        experiment_id = open_experiment(tracking_cfg)
+        uri = absolute_store_uri(tracking_cfg.uri)
+        client = _client(uri)
+        with store_errors(uri):
+            parent = client.create_run(
+                experiment_id,
+                run_name=f"sweep {Path(sweep_dir).name}",
+                tags={
+                    PARENT_TAG: "parent",
+                    "sweep": sweep_dir,
+                    "sweep.sweeper": sweeper,
+                    **owner_tags(),
+                },
+            )
+        recorder = cls(parent.info.run_id, uri)
+        _open_parents[recorder.run_id] = recorder
+        for name, text in documents.items():
+            client.log_text(recorder.run_id, text, name)
+        return recorder
+
+    def child_results(self, is_config_param: Callable[[str], bool]) -> list[JobResult]:
+        """Every child run, oldest first, as leaderboard entries keeping the params for
+        which ``is_config_param`` holds."""
+        return [
+            JobResult(
+                run_id=run.info.run_id,
+                status=run.info.status,
+                params={k: v for k, v in run.data.params.items() if is_config_param(k)},
+                val_accuracy=run.data.metrics.get(OBJECTIVE),
+                test_accuracy=run.data.metrics.get("test_accuracy"),
+                error=run.data.tags.get("error"),
+            )
+            for run in self._children(_client(self.uri))
+        ]
+
+    def publish(self, board: Leaderboard) -> None:
+        """Log the leaderboard's files and counts on the parent, and tag the best child
+        (and name it on the parent)."""
+        client = _client(self.uri)
+        with tempfile.TemporaryDirectory() as folder:
+            write_leaderboard(board, Path(folder))
+            client.log_artifacts(self.run_id, folder)
+        client.log_metric(self.run_id, "finished_runs", len(board.ranked))
+        client.log_metric(self.run_id, "failed_runs", len(board.failed))
+        if board.best is not None:
+            client.set_tag(board.best.run_id, BEST_TAG, "true")
+            client.set_tag(self.run_id, "best_run_id", board.best.run_id)
+            client.log_metric(self.run_id, f"best_{OBJECTIVE}", board.best.val_accuracy)
+            if board.best.test_accuracy is not None:
+                client.log_metric(self.run_id, "best_test_accuracy", board.best.test_accuracy)
+
+    def register_best(self, board: Leaderboard, name: str | None) -> str | None:
+        """Register the best child's model as a new version of ``name``; return
+        ``name/version`` (None when there is no name or no finished child)."""
+        if not name or board.best is None:
+            return None
+        import mlflow
+
+        mlflow.set_tracking_uri(self.uri)
+        version = mlflow.register_model(run_model_uri(board.best.run_id), name)
+        return f"{name}/{version.version}"
+
+    def end(self, status: str) -> None:
+        """End the parent with ``status``; a child still marked RUNNING (its worker was
+        killed) is ended KILLED, since its sweep is over."""
+        client = _client(self.uri)
+        for child in self._children(client):
+            if child.info.status == "RUNNING":
+                client.set_terminated(child.info.run_id, "KILLED")
+        client.set_terminated(self.run_id, status)
+        _open_parents.pop(self.run_id, None)
+
+    def _children(self, client: MlflowClient) -> list[Run]:
+        """The parent's child runs, oldest first."""
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        return client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{self.run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        )
+
+
+# Parent runs this process opened and has not ended yet, by run id.
+_open_parents: dict[str, SweepRecorder] = {}
+
+
+def open_sweeps() -> list[SweepRecorder]:
+    """The parent runs this process opened and has not ended yet."""
+    return list(_open_parents.values())
+
+
+def end_open_sweeps(status: str) -> None:
+    """End every parent run this process left open with ``status`` (see
+    :meth:`SweepRecorder.end`)."""
+    for recorder in open_sweeps():
+        recorder.end(status)
+
+
+def register_command(tracking_uri: str, run_id: str) -> str:
+    """The shell command that registers run ``run_id``'s model in the store at
+    ``tracking_uri``."""
+    return (
+        f"python -c \"import mlflow; mlflow.set_tracking_uri('"
+        f"{absolute_store_uri(tracking_uri)}'); mlflow.register_model("
+        f"'{run_model_uri(run_id)}', '{REGISTER_AS}')\""
+    )
+
+
+def _client(uri: str) -> MlflowClient:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
