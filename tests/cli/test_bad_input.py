@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 from conftest import EXAMPLES, in_process, one_line_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -113,6 +114,7 @@ def cli(args: list[str]) -> tuple[int, list[str]]:
     return done.returncode, done.stderr.splitlines()
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -187,6 +189,7 @@ def hydra_override(draw, made: Path):
     return overrides, f"error: {key}={target}: not allowed; "
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -225,6 +228,7 @@ valid_models = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=max(EXAMPLES // 3, 10),
     deadline=None,

@@ -13,6 +13,7 @@ from conftest import interrupt_during_training, run_cli
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_npz):
     done = run_cli(
         [
@@ -39,6 +40,7 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_training_ends_the_run_killed(tmp_path, store, mnist_npz):
     code, stderr = interrupt_during_training(
         [f"data.path={mnist_npz}", f"hydra.run.dir={tmp_path / 'run'}", *store.overrides],
@@ -71,6 +73,7 @@ def installed_wheel(tmp_path_factory) -> Path:
     return target
 
 
+@pytest.mark.slow
 def test_installed_wheel_finds_its_configs_from_any_directory(
     tmp_path, installed_wheel, store, mnist_npz
 ):

@@ -12,6 +12,7 @@ from mnist_exp.config.schema import ConfigError
 PRESETS = sorted(path.stem for path in Path("conf/experiment").glob("*.yaml"))
 
 
+@pytest.mark.slow
 def test_every_preset_composes_trains_and_logs(tmp_path, store):
     assert {"seed_reference", "quick", "best_mlp", "cnn"} <= set(PRESETS)
     done = run_cli(

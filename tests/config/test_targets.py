@@ -166,6 +166,7 @@ def test_targets_outside_the_allow_list_are_refused_anywhere(tmp_path, override,
     assert done.stderr.startswith(expected), done.stderr
 
 
+@pytest.mark.slow
 def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tmp_path, victim):
     # A formatter built by a handler class would open (and truncate) its "format" path.
     formatter = file_opening_formatter(victim)
@@ -221,6 +222,7 @@ def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tm
     assert victim.read_text() == "precious"
 
 
+@pytest.mark.slow
 def test_a_sweep_job_preset_is_checked_in_the_joblib_worker(tmp_path):
     """A job's own config (here: an Optuna trial picking a preset) is composed in joblib's
     worker process, which must check it too: the formatter would create ``victim``."""

@@ -167,6 +167,7 @@ def test_offline_fallback_warns_and_carves_a_stratified_test_set(tmp_path, monke
     assert len(set(splits.y_train[:50].tolist())) > 5
 
 
+@pytest.mark.slow
 def test_mnist_subset_is_chosen_quietly_and_differs_from_the_fallback(
     tmp_path, monkeypatch, capsys
 ):

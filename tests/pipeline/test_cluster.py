@@ -119,6 +119,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnist_npz, tmp_path):
     url, artifacts = tracking_server
     shutil.copy(mnist_npz, tmp_path / "digits.npz")  # relative paths: as on the sweeping machine

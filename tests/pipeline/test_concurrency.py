@@ -24,6 +24,7 @@ def gc(store: Store, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return run_cli(["gc", "--tracking-uri", store.uri, *args], cwd=cwd, module="mnist_exp.runs")
 
 
+@pytest.mark.slow
 def test_runs_and_sweeps_start_at_once_on_a_fresh_store(tmp_path, store, mnist_npz):
     """Two runs and two sweeps (4 processes) start together on a store that does not exist
     yet: none fails, each run has a folder of its own, each sweep keeps its children."""
@@ -63,6 +64,7 @@ def test_runs_and_sweeps_start_at_once_on_a_fresh_store(tmp_path, store, mnist_n
         assert len({child.data.params["seed"] for child in children}) == 1
 
 
+@pytest.mark.slow
 def test_runs_started_together_resume_as_themselves_and_only_when_resumable(
     tmp_path, store, mnist_npz
 ):
@@ -122,6 +124,7 @@ def test_runs_started_together_resume_as_themselves_and_only_when_resumable(
     assert client.get_run(first.info.run_id).info.status == "FINISHED"
 
 
+@pytest.mark.slow
 def test_gc_closes_a_sweep_killed_with_sigkill(tmp_path, store, mnist_npz):
     process = start(
         [
@@ -171,6 +174,7 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_the_run_failed_in_one_line(small_disk, mnist_npz):
     store = Store(uri=f"sqlite:///{small_disk / 'mlflow.db'}", artifacts=small_disk / "artifacts")
     done = run_cli(
@@ -193,6 +197,7 @@ def test_a_full_disk_ends_the_run_failed_in_one_line(small_disk, mnist_npz):
     assert not list(small_disk.rglob("partial-*")), "a half-written checkpoint was left"
 
 
+@pytest.mark.slow
 def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(small_disk):
     from omegaconf import OmegaConf
 

@@ -97,6 +97,7 @@ def assert_scored_like(evaluation, source) -> None:
         assert evaluation.data.metrics[metric] == source.data.metrics[metric]
 
 
+@pytest.mark.slow
 def test_evaluate_without_data_uses_the_runs_own_npz(trained):
     done, (evaluation,) = evaluate(trained, f"run_id={trained.npz_run.info.run_id}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -108,6 +109,7 @@ def test_evaluate_without_data_uses_the_runs_own_npz(trained):
     assert f"test accuracy  {accuracy:.4f}" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_registered_version_finds_its_source_runs_data(trained):
     done, (evaluation,) = evaluate(trained, f"model_uri=models:/{MODEL_NAME}/1")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -115,6 +117,7 @@ def test_a_registered_version_finds_its_source_runs_data(trained):
     assert evaluation.data.tags["evaluated_model"] == f"models:/{MODEL_NAME}/1"
 
 
+@pytest.mark.slow
 def test_a_run_on_mnist_subset_is_scored_on_exactly_its_own_split(trained):
     done, (evaluation,) = evaluate(trained, f"run_id={trained.subset_run.info.run_id}")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -122,6 +125,7 @@ def test_a_run_on_mnist_subset_is_scored_on_exactly_its_own_split(trained):
     assert evaluation.data.tags["dataset.test_samples"] == "500"  # seed 7, fraction 0.1
 
 
+@pytest.mark.slow
 def test_explicit_data_still_evaluates_on_other_data_on_purpose(trained):
     done, (evaluation,) = evaluate(
         trained, f"run_id={trained.npz_run.info.run_id}", "data=mnist_subset"
@@ -145,6 +149,7 @@ def assert_refused_in_one_line(done, new_runs, trained, expected_start: str) -> 
     return line
 
 
+@pytest.mark.slow
 def test_moved_data_is_an_error_naming_the_file(trained, npz_restored):
     run_id = trained.npz_run.info.run_id
     npz_restored.rename(npz_restored.with_suffix(".moved"))
@@ -159,6 +164,7 @@ def test_moved_data_is_an_error_naming_the_file(trained, npz_restored):
     assert line.endswith(f"which is not there; {ASK_FOR_DATA}")
 
 
+@pytest.mark.slow
 def test_different_test_digits_at_the_same_path_are_refused(trained, npz_restored):
     with np.load(npz_restored) as data:
         arrays = dict(data)
@@ -175,6 +181,7 @@ def test_different_test_digits_at_the_same_path_are_refused(trained, npz_restore
     assert line.endswith(ASK_FOR_DATA)
 
 
+@pytest.mark.slow
 def test_a_model_without_a_training_run_needs_data_in_one_line(trained, tmp_path):
     done, new = evaluate(trained, f"model_uri={tmp_path / 'model'}")
     assert_refused_in_one_line(

@@ -67,6 +67,7 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert "252,170" in summary
 
 
+@pytest.mark.slow
 def test_logged_model_predicts_probabilities_through_pyfunc(finished_run):
     _, run, _, splits, _ = finished_run
     model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
@@ -79,6 +80,7 @@ def test_logged_model_predicts_probabilities_through_pyfunc(finished_run):
     assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("error", "status"), [(RuntimeError("boom"), "FAILED"), (KeyboardInterrupt(), "KILLED")]
 )

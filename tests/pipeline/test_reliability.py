@@ -36,6 +36,7 @@ def reference(tmp_path_factory, mnist_npz):
     return store, folder, store.client().get_run(run_id_of(done.stdout))
 
 
+@pytest.mark.slow
 def test_deterministic_runs_repeat_exactly(reference, mnist_npz):
     store, folder, whole = reference
     done = run_cli(deterministic_args(folder, mnist_npz, store, "again"), cwd=folder)
@@ -47,6 +48,7 @@ def test_deterministic_runs_repeat_exactly(reference, mnist_npz):
     assert again.data.metrics["test_loss"] == whole.data.metrics["test_loss"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(reference, mnist_npz):
     store, folder, whole = reference
     # The same run, killed (SIGTERM) once epoch 2 of 4 is done.
@@ -100,6 +102,7 @@ def test_resume_of_something_unknown_is_a_one_line_error(tmp_path, store):
     assert len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_diverging_run_fails_cleanly_with_reason_nan_loss(tmp_path, store, mnist_npz):
     done = run_cli(
         [

@@ -52,6 +52,7 @@ def artifact_text(store, run_id: str, path: str, tmp_path) -> str:
         return handle.read().decode("utf-8", errors="replace")
 
 
+@pytest.mark.slow
 def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     done = sweep("model.dropout=0.2,0.5", "tracking.register_as=sweep-best")
     assert done.returncode == 0, done.stderr
@@ -103,6 +104,7 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     assert len(store.client().search_model_versions("name='sweep-best'")) == 2
 
 
+@pytest.mark.slow
 def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):
     done = sweep("+sweep=seeds", "hydra.sweeper.params.seed='1,2'")
     assert done.returncode == 0, done.stderr
@@ -113,6 +115,7 @@ def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):
     assert "## Mean ± std over seeds" in markdown and "| 2 |" in markdown
 
 
+@pytest.mark.slow
 def test_optuna_search_maximises_validation_accuracy(tmp_path, store, sweep):
     done = sweep("+sweep=optuna_mlp", "hydra.sweeper.n_trials=3")
     assert done.returncode == 0, done.stderr
@@ -128,6 +131,7 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path, store, sweep):
     assert max(scores) > min(scores) or len(set(scores)) == 1
 
 
+@pytest.mark.slow
 def test_diverging_job_fails_alone_and_is_listed(tmp_path, store, sweep):
     done = sweep("optimizer=sgd", "optimizer.learning_rate=0.01,1e6")
     assert done.returncode == 0, done.stderr
@@ -144,6 +148,7 @@ def test_diverging_job_fails_alone_and_is_listed(tmp_path, store, sweep):
     assert parent.data.tags["best_run_id"] == by_rate["0.01"].info.run_id
 
 
+@pytest.mark.slow
 def test_bad_value_anywhere_in_a_grid_stops_the_sweep_before_any_job(tmp_path, store, sweep):
     done = sweep("model.dropout=0.2,1.5")
     assert done.returncode == 2
@@ -153,6 +158,7 @@ def test_bad_value_anywhere_in_a_grid_stops_the_sweep_before_any_job(tmp_path, s
     assert store.runs() == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", [2, 4])
 def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, sweep, n_jobs):
     dropouts = ",".join(f"0.{i + 1}" for i in range(n_jobs))  # as many jobs as workers
@@ -179,6 +185,7 @@ def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, swee
         assert kid.data.tags["threads.inter_op"] == "1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_ctrl_c_during_a_sweep_leaves_no_run_running(tmp_path, store, mnist_npz, launcher):
     code, stderr = interrupt_during_training(

@@ -79,6 +79,7 @@ def test_report_metrics_and_per_class_scores_are_consistent():
     ]
 
 
+@pytest.mark.slow
 def test_run_logs_figures_and_reports_that_match_its_test_set(trained, tmp_path):
     store, run, _, splits, _ = trained
     artifacts = {a.path for a in store.client().list_artifacts(run.info.run_id, "report")}
@@ -123,6 +124,7 @@ def test_run_logs_figures_and_reports_that_match_its_test_set(trained, tmp_path)
     assert probabilities == sorted(probabilities, reverse=True)
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_runs_test_accuracy_exactly(trained, mnist_npz):
     store, first, second, _, folder = trained
     for reference in (f"run_id={first.info.run_id}", f"model_uri=models:/{MODEL_NAME}/2"):
@@ -146,6 +148,7 @@ def test_evaluate_reproduces_the_runs_test_accuracy_exactly(trained, mnist_npz):
         }
 
 
+@pytest.mark.slow
 def test_evaluate_rejects_an_unknown_model_in_one_line(trained, mnist_npz):
     store, _, _, _, folder = trained
     done = run_cli(
@@ -211,6 +214,7 @@ def test_predict_classifies_real_digits_saved_as_images(trained, tmp_path, capsy
     assert captured.err.strip() == f"error: {bad}: not an image file (cannot identify image file)"
 
 
+@pytest.mark.slow
 def test_served_model_answers_a_real_http_request(trained):
     store, _, _, splits, folder = trained
     serve = ["models", "serve", "-m", f"models:/{MODEL_NAME}/2", "--env-manager", "local"]

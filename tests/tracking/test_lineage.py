@@ -35,6 +35,7 @@ def sweep(args: list[str], tmp_path: Path, store) -> list:
     return sorted(children, key=lambda run: int(run.data.tags["sweep.job_num"]))
 
 
+@pytest.mark.slow
 def test_same_content_has_the_same_digests_whatever_the_file(tmp_path, store, mnist_npz):
     idx = npz_to_idx(mnist_npz, tmp_path / "idx")  # gzipped, original names
     plain = npz_to_idx(mnist_npz, tmp_path / "plain", style=1, suffix="")  # train-images.idx3-ubyte

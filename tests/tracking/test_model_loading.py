@@ -152,6 +152,7 @@ def test_the_crafted_folder_really_runs_code_through_mlflows_own_loader(armed, t
         marker.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_predict_cli_refuses_the_crafted_folder_in_one_line_and_runs_nothing(
     armed, tmp_path, digit_png
 ):
@@ -199,6 +200,7 @@ def test_load_model_refuses_savedmodels_whatever_mlmodel_claims(armed, tmp_path,
     assert not armed[1].exists()
 
 
+@pytest.mark.slow
 def test_load_model_refuses_the_crafted_folder_logged_as_run_artifacts(armed, store, tmp_path):
     """Downloaded through ``runs:/<id>/model``, the same folder is refused after download."""
     folder = crafted_folder(tmp_path, armed, keras_mlmodel("data", exported=True))
@@ -336,6 +338,7 @@ def logged(store: Store, tiny_model: keras.Model) -> tuple[Store, str, Path]:
     return store, recorder.run_id, mlmodel.parent
 
 
+@pytest.mark.slow
 def test_logged_model_loads_from_every_reference_and_predicts(logged, tiny_model, keras_file):
     _, run_id, folder = logged
     x = np.random.default_rng(0).random((5, 784), dtype=np.float32)

@@ -84,6 +84,7 @@ def test_a_file_that_is_not_a_database_is_refused_before_anything_heavy(tmp_path
         check_store(f"sqlite:///{tmp_path}")
 
 
+@pytest.mark.slow
 def test_a_truncated_store_is_one_line_on_the_cli(tmp_path, new_store, mnist_npz):
     data = new_store.read_bytes()
     new_store.write_bytes(data[: len(data) // 3])
@@ -100,6 +101,7 @@ def test_a_truncated_store_is_one_line_on_the_cli(tmp_path, new_store, mnist_npz
     assert "mlflow run" not in done.stdout
 
 
+@pytest.mark.slow
 def test_an_outdated_schema_names_the_upgrade_command(new_store):
     with sqlite3.connect(new_store) as database:
         database.execute("update alembic_version set version_num = '84291f40a231'")
@@ -120,6 +122,7 @@ def test_a_sqlite_file_of_something_else_is_not_taken_for_a_store(tmp_path):
         check_store(f"sqlite:///{path}")
 
 
+@pytest.mark.slow
 def test_a_read_only_store_is_one_line(tmp_path, new_store):
     folder = new_store.parent
     bind = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], check=False)
@@ -166,6 +169,7 @@ BAD_URIS = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
     deadline=None,

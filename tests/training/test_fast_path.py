@@ -9,6 +9,7 @@ from conftest import run_cli
 from omegaconf import OmegaConf
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("switches", "backend"),
     [

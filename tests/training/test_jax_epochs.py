@@ -30,6 +30,7 @@ def jax_run(tmp_path, store, mnist_npz, *args: str, folder: str = "run"):
     return done, store.client().get_run(run_id_of(done.stdout))
 
 
+@pytest.mark.slow
 def test_device_epochs_give_the_step_by_step_histories_exactly(tmp_path, store, mnist_npz):
     # 540 training images at batch 32: 16 full batches and a short one of 28.
     on_device, device_run = jax_run(tmp_path, store, mnist_npz, "train.epochs=3", folder="a")
@@ -49,6 +50,7 @@ def test_device_epochs_give_the_step_by_step_histories_exactly(tmp_path, store, 
     assert "17/17 - " in on_device.stdout
 
 
+@pytest.mark.slow
 def test_a_killed_device_run_resumes_to_the_uninterrupted_result(tmp_path, store, mnist_npz):
     whole, reference = jax_run(tmp_path, store, mnist_npz, "train.epochs=6", folder="whole")
     assert whole.returncode == 0, whole.stderr[-2000:]
@@ -78,6 +80,7 @@ def test_a_killed_device_run_resumes_to_the_uninterrupted_result(tmp_path, store
         assert resumed.data.metrics[metric] == reference.data.metrics[metric], metric
 
 
+@pytest.mark.slow
 def test_early_stopping_and_divergence_work_on_device_epochs(tmp_path, store, mnist_npz):
     stopped, run = jax_run(
         tmp_path,
@@ -114,6 +117,7 @@ def test_early_stopping_and_divergence_work_on_device_epochs(tmp_path, store, mn
     assert set(EPOCH_METRICS) <= set(failed.data.metrics)
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_and_is_logged(tmp_path, store, mnist_npz):
     done, run = jax_run(
         tmp_path, store, mnist_npz, "train.epochs=2", "train.precision=mixed_bfloat16"
@@ -124,6 +128,7 @@ def test_mixed_precision_trains_and_is_logged(tmp_path, store, mnist_npz):
     assert 0 < run.data.metrics["test_loss"] < 3  # float32 probabilities: a finite loss
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_a_gpu_asked_for_and_not_there_is_one_line(tmp_path, store, mnist_npz, backend):
     done = run_cli(
