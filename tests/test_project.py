@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 from mnist_exp.config import reference
-from mnist_exp.config.schema import VARIANTS, EvaluateConfig, ExperimentConfig, sections
+from mnist_exp.config.schema import VARIANTS, EvaluateConfig, RunConfig, sections
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -16,7 +16,7 @@ def schema_keys() -> set[str]:
     """Every key a user can set: the run's config (every optimizer's and every model
     type's keys) and the evaluate command's own keys."""
     keys = set()
-    for root in (ExperimentConfig, EvaluateConfig):
+    for root in (RunConfig, EvaluateConfig):
         keys |= {field.name for field in dataclasses.fields(root)} - set(sections(root))
         for name, section in sections(root).items():
             classes = VARIANTS[name][2].values() if name in VARIANTS else [section]

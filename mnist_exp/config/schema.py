@@ -330,7 +330,7 @@ class TrackingConfig:
 
 
 @dataclass
-class ExperimentConfig:
+class RunConfig:
     """The whole composed config (``conf/config.yaml`` and its groups)."""
 
     seed: int = _key(
@@ -373,7 +373,7 @@ class EvaluateConfig:
 
 def sections(root: type) -> dict[str, type]:
     """The nested sections of a root schema and the dataclass of each one's default, such as
-    ``{"data": DataConfig, ..., "optimizer": AdamConfig, ...}`` for :class:`ExperimentConfig`."""
+    ``{"data": DataConfig, ..., "optimizer": AdamConfig, ...}`` for :class:`RunConfig`."""
     return {
         f.name: f.default_factory
         for f in dataclasses.fields(root)
@@ -392,7 +392,7 @@ def defaults(cls: type) -> dict[str, Any]:
     return {f.name: values[f.name] for f in own_fields(cls)}
 
 
-def validate(cfg: DictConfig, root: type = ExperimentConfig) -> DictConfig:
+def validate(cfg: DictConfig, root: type = RunConfig) -> DictConfig:
     """Check a composed config against the schema ``root`` and return a typed, resolved copy.
 
     Raises :class:`ConfigError` with a one-line message naming the offending key.

@@ -33,7 +33,7 @@ from mnist_exp.config.schema import (
     VARIANTS,
     DataConfig,
     EvaluateConfig,
-    ExperimentConfig,
+    RunConfig,
     TrackingConfig,
     TrainConfig,
     defaults,
@@ -46,7 +46,7 @@ GROUP_SCHEMAS: dict[str, type] = {
     "tracking": TrackingConfig,
 }
 # The primary configs (conf/<name>.yaml) and the schema of their own top-level keys.
-PRIMARY_SCHEMAS: dict[str, type] = {"config": ExperimentConfig, "evaluate": EvaluateConfig}
+PRIMARY_SCHEMAS: dict[str, type] = {"config": RunConfig, "evaluate": EvaluateConfig}
 
 
 def base_name(group: str, variant: str | None = None) -> str:

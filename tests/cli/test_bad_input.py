@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 
 from mnist_exp.cli import run
 from mnist_exp.config import targets
-from mnist_exp.config.schema import ACTIVATIONS, OPTIMIZERS, PLACEMENTS, ExperimentConfig
+from mnist_exp.config.schema import ACTIVATIONS, OPTIMIZERS, PLACEMENTS, RunConfig
 from mnist_exp.training.model import build_model, compile_model, parameter_counts
 
 SECTIONS = {
     f.name: f.default_factory
-    for f in dataclasses.fields(ExperimentConfig)
+    for f in dataclasses.fields(RunConfig)
     if dataclasses.is_dataclass(f.default_factory)
 }
 SECTIONS["optimizer"] = OPTIMIZERS["adam"]  # the default optimizer's keys
@@ -42,7 +42,7 @@ def numeric_fields():
         for field in dataclasses.fields(cls):
             if field.type in ("int", "float") and {"ge", "gt", "le", "lt"} & set(field.metadata):
                 found.append((f"{section}.{field.name}", field))
-    for field in dataclasses.fields(ExperimentConfig):
+    for field in dataclasses.fields(RunConfig):
         if field.type == "int":
             found.append((field.name, field))
     return found

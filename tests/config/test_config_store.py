@@ -17,7 +17,7 @@ from mnist_exp.config.schema import (
     OPTIMIZERS,
     VARIANTS,
     EvaluateConfig,
-    ExperimentConfig,
+    RunConfig,
     defaults,
 )
 
@@ -56,9 +56,7 @@ def test_optimizer_and_model_lists_match_the_schema():
     assert all(schema.keras_class for schema in OPTIMIZERS.values())
 
 
-@pytest.mark.parametrize(
-    ("primary", "root"), [("config", ExperimentConfig), ("evaluate", EvaluateConfig)]
-)
+@pytest.mark.parametrize(("primary", "root"), [("config", RunConfig), ("evaluate", EvaluateConfig)])
 def test_primary_configs_take_their_own_keys_from_the_schema(primary, root):
     content = option_file(".", primary)
     assert store.base_name(primary) in content.pop("defaults")
@@ -67,7 +65,7 @@ def test_primary_configs_take_their_own_keys_from_the_schema(primary, root):
 
 
 def test_default_config_is_the_schemas_defaults(make_config):
-    expected = OmegaConf.to_container(OmegaConf.structured(ExperimentConfig))
+    expected = OmegaConf.to_container(OmegaConf.structured(RunConfig))
     assert OmegaConf.to_container(make_config()) == expected
 
 
