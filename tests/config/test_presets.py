@@ -24,6 +24,9 @@ def test_every_preset_composes_trains_and_logs(tmp_path, store):
             "data.train_size=256",
             "train.epochs=2",
             "train.backend=tensorflow",
+            # Neither checkpoints nor the logged model are what this test looks at.
+            "train.checkpoint=false",
+            "tracking.log_model=false",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             *store.overrides,
         ],

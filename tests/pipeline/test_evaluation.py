@@ -37,7 +37,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Traine
     store = Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifacts=folder / "mlartifacts")
     npz = folder / "mnist.npz"  # a copy of our own: tests move and replace it
     shutil.copy(mnist_npz, npz)
-    common = ["train.epochs=1", "train.verbose=0", *store.overrides]
+    common = ["train.epochs=1", "train.verbose=0", "train.checkpoint=false", *store.overrides]
     for args in (
         [f"data.path={npz}", f"tracking.register_as={MODEL_NAME}", *common],
         ["data=mnist_subset", "seed=7", "data.offline_test_fraction=0.1", *common],

@@ -25,6 +25,7 @@ def sweep(tmp_path, store, mnist_npz):
                 *args,
                 "train.epochs=1",
                 "train.verbose=0",
+                "train.checkpoint=false",  # no test here resumes
                 f"data.path={mnist_npz}",
                 f"hydra.sweep.dir={tmp_path / sweep_dir}",
                 *store.overrides,
@@ -106,7 +107,7 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
 
 @pytest.mark.slow
 def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):
-    done = sweep("+sweep=seeds", "hydra.sweeper.params.seed='1,2'")
+    done = sweep("+sweep=seeds", "hydra.sweeper.params.seed='1,2'", "tracking.log_model=false")
     assert done.returncode == 0, done.stderr
     assert "Mean ± std over seeds:" in done.stdout
     (parent,), children = tree(store)
@@ -117,7 +118,7 @@ def test_seed_axis_reports_mean_and_std_per_config(tmp_path, store, sweep):
 
 @pytest.mark.slow
 def test_optuna_search_maximises_validation_accuracy(tmp_path, store, sweep):
-    done = sweep("+sweep=optuna_mlp", "hydra.sweeper.n_trials=3")
+    done = sweep("+sweep=optuna_mlp", "hydra.sweeper.n_trials=3", "tracking.log_model=false")
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
     kids = children[parent.info.run_id]
@@ -133,7 +134,7 @@ def test_optuna_search_maximises_validation_accuracy(tmp_path, store, sweep):
 
 @pytest.mark.slow
 def test_diverging_job_fails_alone_and_is_listed(tmp_path, store, sweep):
-    done = sweep("optimizer=sgd", "optimizer.learning_rate=0.01,1e6")
+    done = sweep("optimizer=sgd", "optimizer.learning_rate=0.01,1e6", "tracking.log_model=false")
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
     by_rate = {
@@ -163,7 +164,10 @@ def test_bad_value_anywhere_in_a_grid_stops_the_sweep_before_any_job(tmp_path, s
 def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, sweep, n_jobs):
     dropouts = ",".join(f"0.{i + 1}" for i in range(n_jobs))  # as many jobs as workers
     done = sweep(
-        f"model.dropout={dropouts}", "hydra/launcher=joblib", f"hydra.launcher.n_jobs={n_jobs}"
+        f"model.dropout={dropouts}",
+        "hydra/launcher=joblib",
+        f"hydra.launcher.n_jobs={n_jobs}",
+        "tracking.log_model=false",
     )
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
