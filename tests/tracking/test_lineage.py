@@ -58,6 +58,7 @@ def test_same_content_has_the_same_digests_whatever_the_file(tmp_path, store, mn
     assert source["uri"] == str(idx)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(
     not FASHION.is_dir() and not os.environ.get("MNIST_EXP_REQUIRE_FASHION"),
     reason="Debian's dataset-fashion-mnist is not installed (CI installs it)",
