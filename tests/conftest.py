@@ -73,6 +73,10 @@ class Store:
             return []
         return client.search_runs([found.experiment_id], order_by=["attributes.start_time ASC"])
 
+    def sweep_children(self, experiment: str = "mnist") -> list:
+        """The runs of ``experiment`` that are a sweep's jobs (not its parent), oldest first."""
+        return [run for run in self.runs(experiment) if "mlflow.parentRunId" in run.data.tags]
+
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:

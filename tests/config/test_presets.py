@@ -33,7 +33,7 @@ def test_every_preset_composes_trains_and_logs(tmp_path, store):
         cwd=Path.cwd(),
     )
     assert done.returncode == 0, done.stderr
-    runs = [run for run in store.runs() if "mlflow.parentRunId" in run.data.tags]
+    runs = store.sweep_children()
     assert len(runs) == len(PRESETS)
     client = store.client()
     for run in runs:

@@ -39,7 +39,7 @@ def sweep(args: list[str], tmp_path: Path, store) -> list:
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    children = [run for run in store.runs() if "mlflow.parentRunId" in run.data.tags]
+    children = store.sweep_children()
     assert all(run.info.status == "FINISHED" for run in children)
     return sorted(children, key=lambda run: int(run.data.tags["sweep.job_num"]))
 

@@ -37,11 +37,7 @@ def test_fast_path_switch_trains_logs_and_keeps_the_math(
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    runs = {
-        run.data.params["train.steps_per_execution"]: run
-        for run in store.runs()
-        if "mlflow.parentRunId" in run.data.tags
-    }
+    runs = {run.data.params["train.steps_per_execution"]: run for run in store.sweep_children()}
     assert set(runs) == {"1", "7"}
     histories = {}
     for steps, run in runs.items():
