@@ -51,14 +51,14 @@ class Runtime:
 
 def prepare_runtime(train_cfg: DictConfig, seed: int, parallel_jobs: int = 1) -> Runtime:
     """Set this process up to train: on JAX keep TensorFlow out, on TensorFlow size the
-    thread pools (:func:`configure_threads`) and switch on op determinism if configured;
+    thread pools (:func:`_configure_threads`) and switch on op determinism if configured;
     then seed Python, NumPy and Keras with ``seed`` and set the precision policy."""
     backend = keras.backend.backend()
     if backend == "jax":
         from mnist_exp.training.jax_epochs import keep_tensorflow_out
 
         keep_tensorflow_out()
-    threads = configure_threads(train_cfg, parallel_jobs)
+    threads = _configure_threads(train_cfg, parallel_jobs) if backend == "tensorflow" else {}
     if train_cfg.deterministic and backend == "tensorflow":
         import tensorflow as tf
 
@@ -68,17 +68,14 @@ def prepare_runtime(train_cfg: DictConfig, seed: int, parallel_jobs: int = 1) ->
     return Runtime(backend=backend, device=device_tags(backend), threads=threads)
 
 
-def configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:
+def _configure_threads(train_cfg: DictConfig, parallel_jobs: int) -> dict[str, int]:
     """Set TensorFlow's thread pools so that parallel jobs x threads ~ cores.
 
     0 means automatic: TensorFlow's own default for a job alone; with N parallel jobs,
     cores // N intra-op threads and 1 inter-op thread. A reused worker process keeps the
     pools it started with (TensorFlow cannot change them once running). Returns the pools
-    in effect. On the JAX backend these pools do not exist (and TensorFlow is not
-    imported): returns {}.
+    in effect. Only for the TensorFlow backend: on JAX these pools do not exist.
     """
-    if keras.backend.backend() != "tensorflow":
-        return {}
     import tensorflow as tf
 
     cores = os.cpu_count() or 1
