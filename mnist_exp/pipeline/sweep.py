@@ -37,6 +37,7 @@ from mnist_exp.tracking.sweep_record import (
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
 
 
@@ -53,6 +54,7 @@ class SweepCallback(Callback):
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             check_store(typed.tracking.uri)
+            _check_search(config)
             sweep_spec = {
                 "overrides": list(config.hydra.overrides.task),
                 "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
@@ -107,6 +109,16 @@ def sweep_parent_run() -> str | None:
 def _is_swept_candidate(param: str) -> bool:
     """Config keys a sweep can vary (not where results are stored, not derived counts)."""
     return not param.startswith("tracking.") and param not in PARAM_COUNT_KEYS
+
+
+def _check_search(config: DictConfig) -> None:
+    """Check an Optuna sweep's settings and open its study before the parent run exists
+    (Hydra calls this callback before it instantiates the sweeper)."""
+    if config.hydra.sweeper._target_ != OPTUNA_SWEEPER:
+        return
+    from mnist_exp.pipeline.search import SearchSettings, prepare_search
+
+    prepare_search(SearchSettings.of(config.hydra.sweeper), config)
 
 
 def _validate_grid(config: DictConfig) -> None:
