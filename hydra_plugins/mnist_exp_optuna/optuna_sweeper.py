@@ -34,6 +34,7 @@ class OptunaSweeperConf:
     n_jobs: int = 1  # trials asked for and launched together
     direction: str = "maximize"  # the task returns validation accuracy
     sampler: str = "tpe"  # tpe, random or qmc
+    pruner: str = "median"  # median, hyperband or none: stops trials behind after an epoch
     seed: int | None = None
     study_name: str | None = None  # None: named after the search, so a re-run continues it
     storage: str | None = None  # None: optuna.db beside a SQLite MLflow store; or an RDB URL

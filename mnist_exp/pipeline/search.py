@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,14 +44,23 @@ from optuna.trial import FrozenTrial, TrialState
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
+from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import sqlite_path
 
 SAMPLERS = ("qmc", "random", "tpe")
+PRUNERS = ("hyperband", "median", "none")
 DIRECTIONS = ("maximize", "minimize")
 STORAGE_FILE = "optuna.db"  # beside a SQLite MLflow store
 OWNER_PREFIX = "sweeper."  # trial user attrs naming the sweeper process that asked for it
 RESULTS_FILE = "optimization_results.yaml"
+PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner stops it
+# Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
+STUDY_ENV = {
+    "MNIST_EXP_OPTUNA_STORAGE": "storage",
+    "MNIST_EXP_OPTUNA_STUDY": "study_name",
+    "MNIST_EXP_OPTUNA_PRUNER": "pruner",
+}
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,7 @@ class SearchSettings:
     n_jobs: int
     direction: str
     sampler: str
+    pruner: str
     seed: int | None
     study_name: str | None
     storage: str | None
@@ -172,6 +183,10 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
             f"hydra.sweeper.sampler={settings.sampler}: no such sampler; "
             f"allowed: {', '.join(SAMPLERS)}"
         )
+    if settings.pruner not in PRUNERS:
+        raise ConfigError(
+            f"hydra.sweeper.pruner={settings.pruner}: no such pruner; allowed: {', '.join(PRUNERS)}"
+        )
     if settings.direction not in DIRECTIONS:
         raise ConfigError(
             f"hydra.sweeper.direction={settings.direction}: allowed: {', '.join(DIRECTIONS)}"
@@ -192,10 +207,14 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
     # A seeded sampler continuing a study must not replay the draws of its first trials.
     seed = None if settings.seed is None else settings.seed + len(study.trials)
     study.sampler = _sampler(settings.sampler, seed)
-    return Search(settings, space, study, storage_url, Path(str(config.hydra.sweep.dir)))
+    job_env = {"storage": storage_url, "study_name": name, "pruner": settings.pruner}
+    env = {variable: job_env[key] for variable, key in STUDY_ENV.items()}
+    return Search(settings, space, study, env, Path(str(config.hydra.sweep.dir)))
 
 
-def _open_study(url: str, name: str, direction: str) -> optuna.Study:
+def _open_study(
+    url: str, name: str, direction: str, pruner: optuna.pruners.BasePruner | None = None
+) -> optuna.Study:
     """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError."""
     path = sqlite_path(url)
     if path is not None:
@@ -203,7 +222,7 @@ def _open_study(url: str, name: str, direction: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
-            study_name=name, storage=url, direction=direction, load_if_exists=True
+            study_name=name, storage=url, direction=direction, pruner=pruner, load_if_exists=True
         )
     except Exception as error:  # drivers and SQLAlchemy raise anything; all mean the same
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -228,6 +247,41 @@ def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner called ``name`` (one of :data:`PRUNERS`)."""
+    if name == "median":  # below the median of earlier trials at the same epoch: stop
+        return optuna.pruners.MedianPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def trial_pruning() -> Callable[[float, int], bool] | None:
+    """In an Optuna trial's job: a function that reports an epoch's validation accuracy
+    to the trial and says whether the pruner stops it (and if so notes the epoch on the
+    trial, for the sweeper to tell the study it was pruned). None outside such a job."""
+    number = sweep_trial()
+    env = {key: os.environ.get(variable) for variable, key in STUDY_ENV.items()}
+    if number is None or not all(env.values()):
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=env["study_name"], storage=env["storage"], pruner=_pruner(env["pruner"])
+    )
+    # Optuna has no public way to reopen a running trial by number in another process.
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+    trial = optuna.Trial(study, trial_id)
+
+    def should_stop(value: float, epoch: int) -> bool:
+        trial.report(value, epoch)
+        if not trial.should_prune():
+            return False
+        trial.set_user_attr(PRUNED_ATTR, epoch)
+        return True
+
+    return should_stop
+
+
 class Search:
     """One sweeper process's share of a study: trials asked, launched as jobs, told."""
 
@@ -236,13 +290,14 @@ class Search:
         settings: SearchSettings,
         space: SearchSpace,
         study: optuna.Study,
-        storage_url: str,
+        job_env: dict[str, str],
         sweep_dir: Path,
     ) -> None:
         self.settings = settings
         self.space = space
         self.study = study
-        self.storage_url = storage_url
+        self.job_env = job_env  # what every trial's job needs to find the study
+        self.storage_url = job_env["MNIST_EXP_OPTUNA_STORAGE"]
         self.sweep_dir = sweep_dir
 
     def run(self, launcher: Launcher) -> None:
@@ -263,7 +318,7 @@ class Search:
             # Job folders are named by trial number (consecutive unless another sweeper
             # asked in between), so a continued study never overwrites an earlier job.
             returns = launcher.launch(
-                [self.space.job_overrides(trial) for trial in trials],
+                [self._job_overrides(trial) for trial in trials],
                 initial_job_idx=trials[0].number,
             )
             launched += len(returns)
@@ -277,6 +332,15 @@ class Search:
                     EXIT_RUN_FAILED,
                 )
         self._write_results()
+
+    def _job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
+        """The trial's params and fixed values, and (in its environment, through
+        ``hydra.job.env_set``) its number and where its study is, for pruning."""
+        env = {**self.job_env, TRIAL_ENV: str(trial.number)}
+        return (
+            *self.space.job_overrides(trial),
+            *(f"++hydra.job.env_set.{key}={_quoted(value)}" for key, value in env.items()),
+        )
 
     def _next_batch_size(self, launched: int) -> int:
         """How many trials to ask for now: at most ``n_jobs``, no more than the study still
@@ -315,6 +379,11 @@ class Search:
     def _tell(self, trial: optuna.Trial, ret: JobReturn) -> bool:
         """Tell the study how ``trial``'s job ended; True if it completed with a score."""
         value = _objective(ret)
+        # Read from the storage: the job (another process) may have set it.
+        attrs = self.study._storage.get_trial_user_attrs(trial._trial_id)
+        if value is not None and PRUNED_ATTR in attrs:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return True
         if value is None:
             self.study.tell(trial, state=TrialState.FAIL)
             return False
@@ -337,6 +406,11 @@ class Search:
             results |= {"best_params": best.params, "best_value": best.value}
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value (a storage URL has ``:`` and ``/``)."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _objective(ret: JobReturn) -> float | None:

@@ -39,6 +39,7 @@ PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
+TRIAL_ENV = "MNIST_EXP_OPTUNA_TRIAL"  # set in every job of an Optuna sweep: its trial number
 
 
 class SweepCallback(Callback):
@@ -104,6 +105,11 @@ class SweepCallback(Callback):
 def sweep_parent_run() -> str | None:
     """The parent run id of the sweep this job belongs to (None outside a sweep)."""
     return os.environ.get(PARENT_RUN_ENV) or None
+
+
+def sweep_trial() -> str | None:
+    """The Optuna trial number this job runs (None outside an Optuna sweep)."""
+    return os.environ.get(TRIAL_ENV) or None
 
 
 def _is_swept_candidate(param: str) -> bool:

@@ -26,6 +26,7 @@ SETTINGS = SearchSettings(
     n_jobs=2,
     direction="maximize",
     sampler="random",
+    pruner="median",
     seed=0,
     study_name="s",
     storage=None,
@@ -58,7 +59,8 @@ def open_search(tmp_path: Path, **changes) -> search.Search:
     space = search.parse_search_space([f"{k}={v}" for k, v in settings.params.items()])
     study = search._open_study(storage, settings.study_name, settings.direction)
     study.sampler = optuna.samplers.RandomSampler(seed=settings.seed)
-    return search.Search(settings, space, study, storage, tmp_path / "sweep")
+    env = {"MNIST_EXP_OPTUNA_STORAGE": storage, "MNIST_EXP_OPTUNA_STUDY": settings.study_name}
+    return search.Search(settings, space, study, env, tmp_path / "sweep")
 
 
 def test_search_space_syntax_of_the_old_plugin():
@@ -181,6 +183,7 @@ def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, opt
     (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
     kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(kids) == 2 and all(kid.info.status == "FINISHED" for kid in kids)
+    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1"]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
@@ -223,3 +226,51 @@ def test_bad_sweeper_settings_are_one_line_exit_2_before_any_run(tmp_path, overr
     (line,) = done.stderr.splitlines()
     assert line.startswith(expected), line
     assert not (tmp_path / "mlflow.db").exists()
+
+
+class PruningLauncher(FakeLauncher):
+    """Runs each job here as a trial's job would: with its environment, reporting epochs
+    (each scoring its dropout) to the study."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self.monkeypatch = monkeypatch
+        self.stopped: list[int | None] = []
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        """Report 3 epochs per job, as its pruner allows; then score as FakeLauncher."""
+        for overrides in job_overrides:
+            for override in overrides:
+                if override.startswith("++hydra.job.env_set."):
+                    key, value = override.removeprefix("++hydra.job.env_set.").split("=", 1)
+                    self.monkeypatch.setenv(key, value.strip("'"))
+            should_stop = search.trial_pruning()
+            assert should_stop is not None
+            dropout = float(dict(o.split("=", 1) for o in overrides)["model.dropout"])
+            epoch = next((e for e in (1, 2, 3) if should_stop(dropout, e)), None)
+            self.stopped.append(epoch)
+        return super().launch(job_overrides, initial_job_idx)
+
+
+def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "_pruner", lambda name: optuna.pruners.MedianPruner(1))
+    launcher = PruningLauncher(monkeypatch)
+    running = open_search(tmp_path, n_trials=6, n_jobs=1)
+    running.job_env["MNIST_EXP_OPTUNA_PRUNER"] = "median"
+    running.run(launcher)
+    trials = optuna.load_study(
+        study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
+    ).get_trials()
+    assert launcher.stopped[0] is None  # the first trial has nothing to be compared with
+    for trial, stopped in zip(trials, launcher.stopped, strict=True):
+        if stopped is None:
+            assert trial.state == TrialState.COMPLETE
+        else:
+            assert trial.state == TrialState.PRUNED
+            assert trial.user_attrs[search.PRUNED_ATTR] == stopped == 1
+    assert TrialState.PRUNED in {t.state for t in trials}
+
+
+def test_outside_an_optuna_trial_nothing_reports(monkeypatch):
+    monkeypatch.delenv("MNIST_EXP_OPTUNA_TRIAL", raising=False)
+    assert search.trial_pruning() is None
