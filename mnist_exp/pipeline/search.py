@@ -54,6 +54,7 @@ DIRECTIONS = ("maximize", "minimize")
 STORAGE_FILE = "optuna.db"  # beside a SQLite MLflow store
 OWNER_PREFIX = "sweeper."  # trial user attrs naming the sweeper process that asked for it
 RESULTS_FILE = "optimization_results.yaml"
+PARENT_RUN_ATTR = "mlflow.parent_run_id"  # the study's MLflow parent run, continued by re-runs
 PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner stops it
 # Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
 STUDY_ENV = {
@@ -299,6 +300,14 @@ class Search:
         self.job_env = job_env  # what every trial's job needs to find the study
         self.storage_url = job_env["MNIST_EXP_OPTUNA_STORAGE"]
         self.sweep_dir = sweep_dir
+
+    def parent_run_id(self) -> str | None:
+        """The MLflow parent run of this study's last sweep (None for a new study)."""
+        return self.study.user_attrs.get(PARENT_RUN_ATTR)
+
+    def remember_parent_run(self, run_id: str) -> None:
+        """Note ``run_id`` as the study's MLflow parent run, for the next sweep to continue."""
+        self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
 
     def run(self, launcher: Launcher) -> None:
         """Run trials until the study has ``n_trials`` counted ones (or this process has

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -33,6 +33,9 @@ from mnist_exp.tracking.sweep_record import (
     open_sweeps,
     register_command,
 )
+
+if TYPE_CHECKING:
+    from mnist_exp.pipeline.search import Search
 
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
@@ -55,21 +58,28 @@ class SweepCallback(Callback):
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             check_store(typed.tracking.uri)
-            _check_search(config)
+            search = _check_search(config)
             sweep_spec = {
                 "overrides": list(config.hydra.overrides.task),
                 "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
                 "launcher": OmegaConf.to_container(config.hydra.launcher, resolve=False),
             }
-            parent = SweepRecorder.open(
+            documents = {
+                "sweep.yaml": OmegaConf.to_yaml(sweep_spec),
+                "config.yaml": OmegaConf.to_yaml(typed),
+            }
+            # A continued Optuna study continues its parent run too, if it can.
+            earlier = search.parent_run_id() if search is not None else None
+            parent = (
+                SweepRecorder.reopen(typed.tracking, earlier, documents) if earlier else None
+            ) or SweepRecorder.open(
                 typed.tracking,
                 sweep_dir=str(config.hydra.sweep.dir),
                 sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
-                documents={
-                    "sweep.yaml": OmegaConf.to_yaml(sweep_spec),
-                    "config.yaml": OmegaConf.to_yaml(typed),
-                },
+                documents=documents,
             )
+            if search is not None:
+                search.remember_parent_run(parent.run_id)
         except ConfigError as error:
             exit_with_error(str(error))
         # Every job's config is composed again from these overrides (on any launcher, in
@@ -117,14 +127,14 @@ def _is_swept_candidate(param: str) -> bool:
     return not param.startswith("tracking.") and param not in PARAM_COUNT_KEYS
 
 
-def _check_search(config: DictConfig) -> None:
-    """Check an Optuna sweep's settings and open its study before the parent run exists
-    (Hydra calls this callback before it instantiates the sweeper)."""
+def _check_search(config: DictConfig) -> Search | None:
+    """For an Optuna sweep: check its settings and open its study before the parent run
+    exists (Hydra calls this callback before it instantiates the sweeper)."""
     if config.hydra.sweeper._target_ != OPTUNA_SWEEPER:
-        return
+        return None
     from mnist_exp.pipeline.search import SearchSettings, prepare_search
 
-    prepare_search(SearchSettings.of(config.hydra.sweeper), config)
+    return prepare_search(SearchSettings.of(config.hydra.sweeper), config)
 
 
 def _validate_grid(config: DictConfig) -> None:

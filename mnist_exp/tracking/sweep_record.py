@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.results.leaderboard import OBJECTIVE, JobResult, Leaderboard, write_leaderboard
 from mnist_exp.tracking.model_loading import run_model_uri
-from mnist_exp.tracking.owner import owner_tags
+from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import absolute_store_uri, store_errors
 
 if TYPE_CHECKING:
@@ -70,6 +70,42 @@ class SweepRecorder:
         _open_parents[recorder.run_id] = recorder
         for name, text in documents.items():
             client.log_text(recorder.run_id, text, name)
+        return recorder
+
+    @classmethod
+    def reopen(
+        cls, tracking_cfg: DictConfig, run_id: str, documents: Mapping[str, str]
+    ) -> SweepRecorder | None:
+        """The parent run ``run_id`` of an earlier sweep (of the same Optuna study)
+        reopened, RUNNING again and owned by this process, with ``documents`` logged again;
+        None when it is not an active sweep parent in this store's experiment, or is still
+        running in a live process (a concurrent sweeper: this one gets its own parent)."""
+        from mlflow.exceptions import MlflowException
+
+        from mnist_exp.tracking.recorder import open_experiment
+
+        experiment_id = open_experiment(tracking_cfg)
+        uri = absolute_store_uri(tracking_cfg.uri)
+        client = _client(uri)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:  # not in this store
+            return None
+        if (
+            run.info.experiment_id != experiment_id
+            or run.info.lifecycle_stage != "active"
+            or run.data.tags.get(PARENT_TAG) != "parent"
+            or (run.info.status == "RUNNING" and owner_alive(run.data.tags) is not False)
+        ):
+            return None
+        with store_errors(uri):
+            client.update_run(run_id, status="RUNNING")
+            for key, value in owner_tags().items():
+                client.set_tag(run_id, key, value)
+        recorder = cls(run_id, uri)
+        _open_parents[run_id] = recorder
+        for name, text in documents.items():
+            client.log_text(run_id, text, name)
         return recorder
 
     def child_results(self, is_config_param: Callable[[str], bool]) -> list[JobResult]:

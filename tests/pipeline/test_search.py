@@ -198,8 +198,13 @@ def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, opt
     more = optuna_sweep("hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr
     assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 3
-    children = [r for r in store.runs() if r.data.tags.get("mlflow.parentRunId")]
-    assert len(children) == 3
+    runs = store.runs()
+    (again_parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert again_parent.info.run_id == parent.info.run_id  # the study's parent, continued
+    assert again_parent.info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1", "2"]
+    assert again_parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
 
 
 @pytest.mark.parametrize(
@@ -208,6 +213,7 @@ def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, opt
         ("hydra.sweeper.sampler=nope", "error: hydra.sweeper.sampler=nope: no such sampler; "),
         ("model.dropout=interval(0.5,0.1)", "error: model.dropout=interval(0.5,0.1): bad search"),
         ("hydra.sweeper.storage=nosuch://x", "error: hydra.sweeper.storage=nosuch://x: cannot"),
+        ("hydra.sweeper.pruner=nope", "error: hydra.sweeper.pruner=nope: no such pruner; "),
     ],
 )
 def test_bad_sweeper_settings_are_one_line_exit_2_before_any_run(tmp_path, override, expected):
