@@ -188,6 +188,7 @@ def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, opt
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [set(t.intermediate_values) for t in study.trials] == [{1}, {1}]  # from the jobs
     assert sorted(t.value for t in study.trials) == sorted(
         kid.data.metrics["final_val_accuracy"] for kid in kids
     )
