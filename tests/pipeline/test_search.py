@@ -162,9 +162,9 @@ def optuna_sweep(tmp_path, store, mnist_npz):
                 "-m",
                 "+sweep=optuna_mlp",
                 "train.batch_size=128",  # fixed: fewer steps
-                *args,
                 "train.epochs=1",
                 "train.verbose=0",
+                *args,  # later values win
                 f"data.path={mnist_npz}",
                 f"hydra.sweep.dir={tmp_path / 'sweep'}",
                 *store.overrides,
@@ -281,3 +281,24 @@ def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, mo
 def test_outside_an_optuna_trial_nothing_reports(monkeypatch):
     monkeypatch.delenv("MNIST_EXP_OPTUNA_TRIAL", raising=False)
     assert search.trial_pruning() is None
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_training_and_its_run_ends_finished(tmp_path, store, optuna_sweep):
+    # 5 earlier trials, perfect after every epoch: the median pruner stops any real one.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="pruned", storage=storage, direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1, 2: 1}))
+    done = optuna_sweep(
+        "hydra.sweeper.study_name=pruned", "hydra.sweeper.n_trials=6", "train.epochs=2"
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = [r for r in store.runs() if r.data.tags.get("mlflow.parentRunId")]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sweep.trial_state"] == "PRUNED"
+    assert "final_val_accuracy" in run.data.metrics
+    history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1]
+    trial = optuna.load_study(study_name="pruned", storage=storage).trials[-1]
+    assert trial.state == TrialState.PRUNED
