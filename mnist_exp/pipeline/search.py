@@ -12,7 +12,13 @@ Studies persist: the storage defaults to ``optuna.db`` beside a SQLite MLflow st
 the study is loaded if it exists, so re-running a sweep continues it. Trials already
 COMPLETE or PRUNED, and those RUNNING in a live sweeper, count toward ``n_trials`` (a
 total): a re-run only runs the missing ones, and two sweepers on one study share the work.
-A trial left RUNNING by a sweeper process that is gone is marked FAIL.
+A trial left RUNNING by a sweeper process that is gone is marked FAIL. The study
+remembers its MLflow parent run, which a continuing sweep reopens.
+
+Pruning: every trial's job finds its trial through its environment (``hydra.job.env_set``:
+the trial number, the study's name and storage, the pruner), reports each epoch's
+validation accuracy (:func:`trial_pruning`) and stops when the pruner says so; its run
+ends FINISHED, tagged ``sweep.trial_state=PRUNED``, and the sweeper tells the study.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
@@ -57,11 +63,9 @@ RESULTS_FILE = "optimization_results.yaml"
 PARENT_RUN_ATTR = "mlflow.parent_run_id"  # the study's MLflow parent run, continued by re-runs
 PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner stops it
 # Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
-STUDY_ENV = {
-    "MNIST_EXP_OPTUNA_STORAGE": "storage",
-    "MNIST_EXP_OPTUNA_STUDY": "study_name",
-    "MNIST_EXP_OPTUNA_PRUNER": "pruner",
-}
+STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"
+STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"
+PRUNER_ENV = "MNIST_EXP_OPTUNA_PRUNER"
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ class SearchSpace:
     distributions: dict[str, BaseDistribution]
     fixed: dict[str, str]
 
-    def job_overrides(self, trial: FrozenTrial | optuna.Trial) -> tuple[str, ...]:
+    def job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
         """The Hydra overrides of ``trial``'s job: its sampled params, then the fixed ones."""
         values = {name: trial.params[name] for name in self.distributions}
         return (
@@ -208,14 +212,11 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
     # A seeded sampler continuing a study must not replay the draws of its first trials.
     seed = None if settings.seed is None else settings.seed + len(study.trials)
     study.sampler = _sampler(settings.sampler, seed)
-    job_env = {"storage": storage_url, "study_name": name, "pruner": settings.pruner}
-    env = {variable: job_env[key] for variable, key in STUDY_ENV.items()}
+    env = {STORAGE_ENV: storage_url, STUDY_ENV: name, PRUNER_ENV: settings.pruner}
     return Search(settings, space, study, env, Path(str(config.hydra.sweep.dir)))
 
 
-def _open_study(
-    url: str, name: str, direction: str, pruner: optuna.pruners.BasePruner | None = None
-) -> optuna.Study:
+def _open_study(url: str, name: str, direction: str) -> optuna.Study:
     """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError."""
     path = sqlite_path(url)
     if path is not None:
@@ -223,7 +224,7 @@ def _open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
-            study_name=name, storage=url, direction=direction, pruner=pruner, load_if_exists=True
+            study_name=name, storage=url, direction=direction, load_if_exists=True
         )
     except Exception as error:  # drivers and SQLAlchemy raise anything; all mean the same
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
@@ -262,13 +263,12 @@ def trial_pruning() -> Callable[[float, int], bool] | None:
     to the trial and says whether the pruner stops it (and if so notes the epoch on the
     trial, for the sweeper to tell the study it was pruned). None outside such a job."""
     number = sweep_trial()
-    env = {key: os.environ.get(variable) for variable, key in STUDY_ENV.items()}
-    if number is None or not all(env.values()):
+    storage, name = os.environ.get(STORAGE_ENV), os.environ.get(STUDY_ENV)
+    if number is None or not storage or not name:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(
-        study_name=env["study_name"], storage=env["storage"], pruner=_pruner(env["pruner"])
-    )
+    pruner = _pruner(os.environ.get(PRUNER_ENV, "none"))
+    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
     # Optuna has no public way to reopen a running trial by number in another process.
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
     trial = optuna.Trial(study, trial_id)
@@ -298,7 +298,7 @@ class Search:
         self.space = space
         self.study = study
         self.job_env = job_env  # what every trial's job needs to find the study
-        self.storage_url = job_env["MNIST_EXP_OPTUNA_STORAGE"]
+        self.storage_url = job_env[STORAGE_ENV]
         self.sweep_dir = sweep_dir
 
     def parent_run_id(self) -> str | None:

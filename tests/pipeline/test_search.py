@@ -59,7 +59,7 @@ def open_search(tmp_path: Path, **changes) -> search.Search:
     space = search.parse_search_space([f"{k}={v}" for k, v in settings.params.items()])
     study = search._open_study(storage, settings.study_name, settings.direction)
     study.sampler = optuna.samplers.RandomSampler(seed=settings.seed)
-    env = {"MNIST_EXP_OPTUNA_STORAGE": storage, "MNIST_EXP_OPTUNA_STUDY": settings.study_name}
+    env = {search.STORAGE_ENV: storage, search.STUDY_ENV: settings.study_name}
     return search.Search(settings, space, study, env, tmp_path / "sweep")
 
 
@@ -263,7 +263,7 @@ def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, mo
     monkeypatch.setattr(search, "_pruner", lambda name: optuna.pruners.MedianPruner(1))
     launcher = PruningLauncher(monkeypatch)
     running = open_search(tmp_path, n_trials=6, n_jobs=1)
-    running.job_env["MNIST_EXP_OPTUNA_PRUNER"] = "median"
+    running.job_env[search.PRUNER_ENV] = "median"
     running.run(launcher)
     trials = optuna.load_study(
         study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
