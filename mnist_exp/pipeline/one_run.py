@@ -12,11 +12,17 @@ from omegaconf import DictConfig
 
 from mnist_exp.data.splits import Splits
 from mnist_exp.pipeline.evaluation import score_test_set
-from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, sweep_parent_run, sweep_trial
+from mnist_exp.pipeline.sweep import (
+    PARAM_COUNT_KEYS,
+    config_digest,
+    sweep_parent_run,
+    sweep_trial,
+)
 from mnist_exp.results.leaderboard import OBJECTIVE
 from mnist_exp.results.summary import run_summary
 from mnist_exp.tracking.recorder import RunRecorder, git_commit
 from mnist_exp.tracking.store import ui_command
+from mnist_exp.tracking.sweep_record import DIGEST_TAG
 from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder, save_checkpoints
 from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
 from mnist_exp.training.model import build_for_training, parameter_counts
@@ -76,7 +82,7 @@ def _recorded_run(
         return
     parent_run_id = sweep_parent_run() if job.sweep else None
     with RunRecorder.start(
-        cfg.tracking, cfg.tracking.run_name, _tags(splits, job), parent_run_id
+        cfg.tracking, cfg.tracking.run_name, _tags(cfg, splits, job), parent_run_id
     ) as recorder:
         recorder.log_datasets(splits)
         yield recorder
@@ -140,8 +146,9 @@ def _trial_pruning() -> StopWhenTold | None:
     return None if should_stop is None else StopWhenTold(should_stop)
 
 
-def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
-    """A new run's tags: its data, code version, sweep, output folder and Ray node."""
+def _tags(cfg: DictConfig, splits: Splits, job: JobInfo) -> dict[str, str]:
+    """A new run's tags: its data, code version, sweep (and the digest of its config, by
+    which a continued sweep finds it), output folder and Ray node."""
     tags = {**splits.tags(), **_ray_tags()}
     commit = git_commit()
     if commit:
@@ -149,6 +156,7 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
     if job.sweep:
         tags["sweep"] = job.sweep
         tags["sweep.job_num"] = str(job.job_num)
+        tags[DIGEST_TAG] = config_digest(cfg)
         if (trial := sweep_trial()) is not None:
             tags["sweep.trial"] = trial
     if job.output_dir:
