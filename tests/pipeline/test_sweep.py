@@ -260,11 +260,13 @@ def test_rerun_of_a_grid_continues_its_parent_and_reruns_only_failed_jobs(tmp_pa
 
 
 @pytest.mark.slow
-def test_rerun_of_a_finished_seed_sweep_skips_every_job(tmp_path, store, sweep):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_rerun_of_a_finished_seed_sweep_skips_every_job(tmp_path, store, sweep, launcher):
     args = ("+sweep=seeds", "hydra.sweeper.params.seed='1,2'")
     first = sweep(*args, sweep_dir="first")
     assert first.returncode == 0, first.stderr
-    again = sweep(*args, sweep_dir="again")
+    # The launcher is not part of the sweep's identity: joblib workers skip jobs too.
+    again = sweep(*args, f"hydra/launcher={launcher}", sweep_dir="again")
     assert again.returncode == 0, again.stderr
     (parent,), children = tree(store)
     assert len(children[parent.info.run_id]) == 2  # nothing trained again
