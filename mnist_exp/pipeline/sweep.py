@@ -123,9 +123,12 @@ class SweepCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Rank the children, log and print the leaderboard, tag the best child, close up."""
+        # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
+        grid = config.hydra.sweeper._target_ == BASIC_SWEEPER
         for parent in open_sweeps():
-            board = Leaderboard.from_results(parent.child_results(_is_swept_candidate))
-            skipped = parent.skipped_jobs()
+            results = parent.child_results(_is_swept_candidate, one_per_config=grid)
+            board = Leaderboard.from_results(results)
+            skipped = parent.skipped_jobs() if grid else 0
             parent.publish(board, skipped)
             registered = parent.register_best(board, config.tracking.get("register_as"))
             print(

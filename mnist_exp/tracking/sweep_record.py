@@ -43,7 +43,8 @@ class SweepRecorder:
     def __init__(self, run_id: str, uri: str) -> None:
         self.run_id = run_id
         self.uri = uri
-        self.started_ms = int(time.time() * 1000)  # this attempt's start (a run's clock)
+        # When this attempt of the sweep began, in the unit of MLflow's run start times.
+        self.started_ms = int(time.time() * 1000)
 
     @classmethod
     def open(
@@ -137,10 +138,14 @@ class SweepRecorder:
             client.log_text(run_id, text, name)
         return recorder
 
-    def child_results(self, is_config_param: Callable[[str], bool]) -> list[JobResult]:
+    def child_results(
+        self, is_config_param: Callable[[str], bool], one_per_config: bool = False
+    ) -> list[JobResult]:
         """The child runs, oldest first, as leaderboard entries keeping the params for
-        which ``is_config_param`` holds: of the runs of one config (a resumed sweep re-runs
-        its failed jobs), only the one that finished, else the latest."""
+        which ``is_config_param`` holds; with ``one_per_config`` (a resumed grid sweep
+        re-runs its failed jobs), of the runs of one config only the one that finished,
+        else the latest."""
+        children = self._children(_client(self.uri))
         return [
             JobResult(
                 run_id=run.info.run_id,
@@ -150,7 +155,7 @@ class SweepRecorder:
                 test_accuracy=run.data.metrics.get("test_accuracy"),
                 error=run.data.tags.get("error"),
             )
-            for run in _current(self._children(_client(self.uri)))
+            for run in (_current(children) if one_per_config else children)
         ]
 
     def skipped_jobs(self) -> int:
@@ -234,7 +239,8 @@ def finished_child(uri: str, parent_run_id: str, digest: str) -> tuple[str, floa
     """A FINISHED child of ``parent_run_id`` in the store at ``uri`` whose config has
     ``digest`` (tag ``sweep.config_digest``), as its run id and validation accuracy; None if
     there is none."""
-    client = _client(absolute_store_uri(uri))
+    uri = absolute_store_uri(uri)
+    client = _client(uri)
     with store_errors(uri):
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         found = client.search_runs(
