@@ -10,6 +10,9 @@ import subprocess
 import pytest
 import yaml
 from conftest import interrupt_during_training, run_cli
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.pipeline.sweep import config_digest, sweep_fingerprint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -275,3 +278,24 @@ def test_rerun_of_a_finished_seed_sweep_skips_every_job(tmp_path, store, sweep, 
     )
     assert "Mean ± std over seeds:" in again.stdout
     assert f"best run     {parent.data.tags['best_run_id']}" in again.stdout
+
+
+def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictConfig:
+    """Just the ``hydra`` keys that :func:`sweep_fingerprint` reads."""
+    return OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
+
+
+def test_a_sweeps_fingerprint_ignores_order_and_the_fresh_flag():
+    grid = sweep_fingerprint(sweep_config(["a=1,2", "b=x"], {"seed": "1,2"}))
+    fresh = ["b=x", "a=1,2", "sweep_fresh=true"]
+    assert grid == sweep_fingerprint(sweep_config(fresh, {"seed": "1,2"}))
+    assert grid != sweep_fingerprint(sweep_config(["b=x", "a=1,2"], {"seed": "1,2,3"}))
+    assert grid != sweep_fingerprint(sweep_config(["b=y", "a=1,2"], {"seed": "1,2"}))
+    assert sweep_fingerprint(sweep_config(["a=1"])) == sweep_fingerprint(sweep_config(["a=1"], {}))
+
+
+def test_a_config_digest_changes_with_what_trains_not_with_the_fresh_flag(make_config):
+    digest = config_digest(make_config("model.dropout=0.3"))
+    assert digest == config_digest(make_config("model.dropout=0.3", "sweep_fresh=true"))
+    assert digest != config_digest(make_config("model.dropout=0.5"))
+    assert digest != config_digest(make_config("model.dropout=0.3", "seed=7"))
