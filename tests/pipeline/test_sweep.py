@@ -5,11 +5,12 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 
 import pytest
 import yaml
-from conftest import interrupt_during_training, run_cli
+from conftest import finish, interrupt_during_training, run_cli, start, wait_for_line
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.pipeline.sweep import config_digest, sweep_fingerprint
@@ -299,3 +300,35 @@ def test_a_config_digest_changes_with_what_trains_not_with_the_fresh_flag(make_c
     assert digest == config_digest(make_config("model.dropout=0.3", "sweep_fresh=true"))
     assert digest != config_digest(make_config("model.dropout=0.5"))
     assert digest != config_digest(make_config("model.dropout=0.3", "seed=7"))
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again(tmp_path, store, mnist_npz):
+    args = [
+        "-m",
+        "model.dropout=0.2,0.5",
+        "train.epochs=5",
+        f"data.path={mnist_npz}",
+        *store.overrides,
+    ]
+    process = start([*args, f"hydra.sweep.dir={tmp_path / 'first'}"], tmp_path)
+    wait_for_line(process, "mlflow run")  # job 0 finished
+    wait_for_line(process, "Epoch 2/")  # job 1 is training
+    process.send_signal(signal.SIGINT)
+    code, _, stderr = finish(process)
+    assert code == 130, stderr[-2000:]
+    (parent,), children = tree(store)
+    before = children[parent.info.run_id]
+    assert [kid.info.status for kid in before] == ["FINISHED", "KILLED"]
+
+    again = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'again'}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (same,), children = tree(store)
+    assert same.info.run_id == parent.info.run_id
+    kids = children[parent.info.run_id]
+    (rerun,) = started_after(kids, before[-1].info.start_time)
+    assert (rerun.data.params["model.dropout"], rerun.info.status) == ("0.5", "FINISHED")
+    assert f"sweep job 0: skipped, run {before[0].info.run_id}" in again.stdout
+    assert "2 finished (1 skipped: finished in an earlier run of this sweep), 0 failed" in (
+        again.stdout
+    )
