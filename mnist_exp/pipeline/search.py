@@ -12,6 +12,12 @@ Studies persist: the storage defaults to ``optuna.db`` beside a SQLite MLflow st
 the study is loaded if it exists, so re-running a sweep continues it. Trials already
 COMPLETE or PRUNED, and those RUNNING in a live sweeper, count toward ``n_trials`` (a
 total): a re-run only runs the missing ones, and two sweepers on one study share the work.
+Two sweepers asking for the study's last missing trial at the same moment both get one
+(trial numbers are the storage's, never shared); the one with the higher number sees
+``n_trials`` counted trials before it, records its trial FAIL (user attr ``surplus``)
+without running it, and stops, so the study ends with exactly ``n_trials``. A SQLite
+storage is created under a lock beside it, and waits for the other writer
+(:data:`SQLITE_TIMEOUT_S`) instead of failing with "database is locked".
 A trial left RUNNING by a sweeper process that is gone is marked FAIL. The study
 remembers its MLflow parent run, which a continuing sweep reopens.
 
@@ -52,7 +58,7 @@ from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
 from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial
 from mnist_exp.tracking.owner import owner_alive, owner_tags
-from mnist_exp.tracking.store import sqlite_path
+from mnist_exp.tracking.store import sqlite_path, store_lock
 
 SAMPLERS = ("qmc", "random", "tpe")
 PRUNERS = ("hyperband", "median", "none")
@@ -62,6 +68,9 @@ OWNER_PREFIX = "sweeper."  # trial user attrs naming the sweeper process that as
 RESULTS_FILE = "optimization_results.yaml"
 PARENT_RUN_ATTR = "mlflow.parent_run_id"  # the study's MLflow parent run, continued by re-runs
 PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner stops it
+SURPLUS_ATTR = "surplus"  # set on a trial asked for beyond n_trials (by a racing sweeper), FAIL
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # toward n_trials
+SQLITE_TIMEOUT_S = 60  # how long a SQLite storage waits for another process's write
 # Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
 STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"
 STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"
@@ -219,13 +228,15 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
 def _open_study(url: str, name: str, direction: str) -> optuna.Study:
     """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError."""
     path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(
-            study_name=name, storage=url, direction=direction, load_if_exists=True
-        )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Sweepers started together would race to create the SQLite file's tables.
+        with store_lock(url):
+            study = optuna.create_study(
+                study_name=name, storage=_storage(url), direction=direction, load_if_exists=True
+            )
     except Exception as error:  # drivers and SQLAlchemy raise anything; all mean the same
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(
@@ -238,6 +249,16 @@ def _open_study(url: str, name: str, direction: str) -> optuna.Study:
             f"{study.direction.name.lower()}; use another hydra.sweeper.study_name"
         )
     return study
+
+
+def _storage(url: str) -> str | optuna.storages.RDBStorage:
+    """The storage at ``url``; a SQLite one waits :data:`SQLITE_TIMEOUT_S` for a lock held
+    by another process (sweepers and their jobs write to it at once)."""
+    if sqlite_path(url) is None:
+        return url
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    )
 
 
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -268,7 +289,7 @@ def trial_pruning() -> Callable[[float, int], bool] | None:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = _pruner(os.environ.get(PRUNER_ENV, "none"))
-    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner)
     # Optuna has no public way to reopen a running trial by number in another process.
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
     trial = optuna.Trial(study, trial_id)
@@ -323,7 +344,9 @@ class Search:
         )
         launched = failed = 0
         while (batch := self._next_batch_size(launched)) > 0:
-            trials = [self._ask() for _ in range(batch)]
+            trials = [trial for _ in range(batch) if (trial := self._ask()) is not None]
+            if not trials:  # another sweeper took the last ones
+                continue
             # Job folders are named by trial number (consecutive unless another sweeper
             # asked in between), so a continued study never overwrites an earlier job.
             returns = launcher.launch(
@@ -360,8 +383,7 @@ class Search:
 
     def _counted(self) -> int:
         """The study's trials that count toward ``n_trials``: finished or still running."""
-        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-        return len(self.study.get_trials(deepcopy=False, states=states))
+        return len(self.study.get_trials(deepcopy=False, states=COUNTED))
 
     def _fail_stale_trials(self) -> int:
         """Mark FAIL each RUNNING trial whose sweeper process is gone (on this host);
@@ -378,9 +400,22 @@ class Search:
                 stale += 1
         return stale
 
-    def _ask(self) -> optuna.Trial:
-        """A new trial with every searched param sampled, owned by this process."""
+    def _ask(self) -> optuna.Trial | None:
+        """A new trial with every searched param sampled, owned by this process; None
+        when the study already had ``n_trials`` counted trials before it (another sweeper
+        asked at the same moment): that trial is recorded FAIL, tagged ``surplus``."""
         trial = self.study.ask(fixed_distributions=self.space.distributions)
+        # The storage numbers trials under a lock, and a trial is RUNNING from its
+        # creation: every trial numbered below this one is in the storage already.
+        before = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=COUNTED)
+            if t.number < trial.number
+        ]
+        if len(before) >= self.settings.n_trials:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
         for key, value in owner_tags().items():
             trial.set_user_attr(OWNER_PREFIX + key, value)
         return trial

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import socket
+import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -302,3 +304,75 @@ def test_a_pruned_trial_stops_training_and_its_run_ends_finished(tmp_path, store
     assert [m.step for m in history] == [1]
     trial = optuna.load_study(study_name="pruned", storage=storage).trials[-1]
     assert trial.state == TrialState.PRUNED
+
+
+def test_a_sweeper_asking_beyond_n_trials_fails_that_trial_and_runs_nothing(tmp_path):
+    # Two sweepers both saw 0 of 1 trials and asked at once: the storage numbers them.
+    first, second = open_search(tmp_path, n_trials=1), open_search(tmp_path, n_trials=1)
+    kept = first._ask()
+    assert kept is not None
+    assert second._ask() is None  # trial 0 (first's, RUNNING) counts: its own is surplus
+    launcher = FakeLauncher()
+    second.run(launcher)
+    assert launcher.jobs == []
+    trials = first.study.get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.RUNNING), (1, TrialState.FAIL)]
+    assert trials[1].user_attrs == {search.SURPLUS_ATTR: True}
+
+
+@pytest.mark.slow
+def test_two_sweepers_started_together_share_one_study_without_duplicates(
+    tmp_path, store, mnist_npz
+):
+    storage = f"sqlite:///{tmp_path / 'shared-optuna.db'}"
+    common = [
+        "-m",
+        "+sweep=optuna_mlp",
+        "hydra.sweeper.study_name=shared",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=1",
+        "train.batch_size=128",
+        "train.epochs=1",
+        "train.verbose=0",
+        f"data.path={mnist_npz}",
+        *store.overrides,
+    ]
+    sweepers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_exp.run", *common, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("sweep-a", "sweep-b")
+    ]
+    for sweeper in sweepers:
+        _, stderr = sweeper.communicate(timeout=600)
+        assert sweeper.returncode == 0, stderr[-3000:]
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4  # exactly n_trials, between the two of them
+    # Anything else is a trial asked for in a race for the last slot, never run.
+    assert all(t.user_attrs.get(search.SURPLUS_ATTR) for t in trials if t not in done)
+    # Each trial ran once, as one job of one sweeper, and both sweepers took part.
+    jobs = {
+        name: sorted(p.parent.name for p in (tmp_path / name).glob("*/.hydra"))
+        for name in ("sweep-a", "sweep-b")
+    }
+    assert sorted(jobs["sweep-a"] + jobs["sweep-b"], key=int) == [str(t.number) for t in done]
+    assert all(jobs.values()), jobs
+    runs = store.runs()
+    parents = {r.info.run_id for r in runs if r.data.tags.get("sweep.role") == "parent"}
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in parents]
+    assert len(kids) == len(runs) - len(parents)  # every other run is a sweeper's child
+    assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in done]
+    assert all(kid.info.status == "FINISHED" for kid in kids)
+    values = {t.number: t.value for t in done if t.state == TrialState.COMPLETE}
+    for kid in kids:
+        if int(kid.data.tags["sweep.trial"]) in values:
+            assert (
+                kid.data.metrics["final_val_accuracy"] == values[int(kid.data.tags["sweep.trial"])]
+            )
