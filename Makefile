@@ -6,7 +6,7 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test test-fast docs lint ui server bench bench-sweep clean
+.PHONY: install run test test-fast docs lint ui server bench bench-sweep bench-search clean
 
 install: $(VENV)/.installed
 
@@ -52,6 +52,11 @@ bench: install
 ## make bench-sweep: an 8-job sweep, sequential vs joblib (writes bench/results/sweep.json)
 bench-sweep: install
 	$(BIN)/python -m bench.sweep
+
+## make bench-search ARGS="--trials 15 --epochs 4 --batch-size 128": TPE + median pruning vs
+## TPE vs random search, same budget (writes bench/results/search.json)
+bench-search: install
+	$(BIN)/python -m bench.search $(ARGS)
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -54,6 +54,7 @@ def main() -> None:
             f"model.dropout={dropouts}",
             "train.epochs=1",
             "train.verbose=0",
+            "sweep_fresh=true",  # both sweeps train every job (same overrides otherwise)
             *data,
             f"tracking.uri=sqlite:///{workdir / 'mlflow.db'}",
             f"tracking.artifact_location={workdir / 'artifacts'}",

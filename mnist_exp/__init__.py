@@ -19,3 +19,27 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 # own. 48 random bits: a clash is as likely as two runs guessing the same 12 hex digits.
 if not OmegaConf.has_resolver("uid"):
     OmegaConf.register_new_resolver("uid", lambda: secrets.token_hex(6), use_cache=True)
+
+
+def _expose_own_hydra_plugin() -> None:
+    """Let Hydra's plugin scan find ``hydra_plugins.mnist_exp_optuna`` (the Optuna sweeper)
+    in an editable install too. Hydra lists ``hydra_plugins.__path__`` with pkgutil, which
+    cannot list the import hook through which setuptools maps the project's folder in an
+    editable install; so its folder joins that path. A wheel installs the plugin in
+    site-packages, where it is listed anyway (this is then a no-op)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("hydra_plugins.mnist_exp_optuna")
+    except ImportError:  # no hydra_plugins at all
+        return
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import hydra_plugins
+
+    folder = os.path.dirname(os.path.abspath(spec.submodule_search_locations[0]))
+    if folder not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(folder)
+
+
+_expose_own_hydra_plugin()

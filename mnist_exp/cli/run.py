@@ -22,6 +22,7 @@ from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.data.splits import load_splits
 from mnist_exp.errors import EXIT_RUN_FAILED, RunFailed, exit_with_error
 from mnist_exp.pipeline.resume import load_resume
+from mnist_exp.pipeline.sweep import finished_job
 from mnist_exp.tracking.preflight import check_model_fits, check_store
 from mnist_exp.tracking.sweep_record import end_open_sweeps
 from mnist_exp.training.devices import select_backend
@@ -31,10 +32,12 @@ from mnist_exp.training.devices import select_backend
 def task(cfg: DictConfig) -> float:
     """Hydra's task function: validate the composed config, run it, return the objective.
 
-    A config or data error ends the process with one line and exit code 2 (in a sweep
-    too: every job would hit it). A known failure (such as a diverged loss) ends a single
-    run with one line and exit code 1. In a sweep, any failure of a job is recorded on
-    its FAILED run and returned as NaN, which sweepers count as a failed trial.
+    In a continued grid sweep, a job whose config already finished returns that run's
+    objective without training. A config or data error ends the process with one line and
+    exit code 2 (in a sweep too: every job would hit it). A known failure (such as a
+    diverged loss) ends a single run with one line and exit code 1. In a sweep, any
+    failure of a job is recorded on its FAILED run and returned as NaN, which sweepers
+    count as a failed trial.
     """
     interrupts.install()  # again: a joblib worker process runs only this function
     hydra_cfg = HydraConfig.get()
@@ -69,6 +72,10 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
                 "resume: give it alone (tracking.* aside): the run continues with its own config"
             )
         typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
+    if in_sweep and (done := finished_job(typed)) is not None:
+        run_id, objective = done  # a continued sweep: this config finished already
+        print(f"sweep job {hydra_cfg.job.num}: skipped, run {run_id} finished this config")
+        return objective
     check_model_fits(typed.model, num_classes=len(typed.data.class_names))
     splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
     parallel_jobs = _parallel_jobs(hydra_cfg) if in_sweep else 1

@@ -343,6 +343,12 @@ class RunConfig:
         "Continue an interrupted run from its last checkpoint, in the same MLflow run: its "
         "run id or its output folder. No other overrides (tracking.* aside).",
     )
+    sweep_fresh: bool = _key(
+        False,
+        "Multirun (basic sweeper) only: start a new MLflow parent run and run every job. "
+        "By default a grid sweep re-run with the same overrides continues its parent run and "
+        "skips the jobs whose config already FINISHED there.",
+    )
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: Any = field(default_factory=AdamConfig)

@@ -37,20 +37,9 @@ LAUNCHERS = frozenset(
 SWEEPERS = frozenset(
     {
         "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
-        "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+        # hydra/sweeper=optuna: this project's plugin (its sampler is a name, not a _target_)
+        "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper",
     }
-)
-# Every sampler the optuna sweeper's hydra/sweeper/sampler options name.
-OPTUNA_SAMPLERS = frozenset(
-    f"optuna.samplers.{name}"
-    for name in (
-        "CmaEsSampler",
-        "GridSampler",
-        "MOTPESampler",
-        "NSGAIISampler",
-        "RandomSampler",
-        "TPESampler",
-    )
 )
 # Where a ``_target_`` may appear (the node holding it; * stands for any key) and what it
 # may name there. Anywhere else, task config included, none is allowed.
@@ -58,10 +47,8 @@ ALLOWED_TARGETS: dict[tuple[str, ...], frozenset[str]] = {
     ("hydra", "callbacks", "*"): frozenset({SWEEP_CALLBACK}),
     ("hydra", "launcher"): LAUNCHERS,
     ("hydra", "sweeper"): SWEEPERS,
-    ("hydra", "sweeper", "sampler"): OPTUNA_SAMPLERS,
-    ("hydra", "sweeper", "sampler", "independent_sampler"): OPTUNA_SAMPLERS,  # CmaEsSampler's
 }
-TARGET_PLACES = "hydra.callbacks.<name>, hydra.launcher, hydra.sweeper, hydra.sweeper.sampler"
+TARGET_PLACES = "hydra.callbacks.<name>, hydra.launcher, hydra.sweeper"
 LOGGING_CONFIGS = frozenset({"job_logging", "hydra_logging"})
 LOGGING_STREAMS = frozenset({"ext://sys.stdout", "ext://sys.stderr"})
 # A Ray runtime_env may set variables and the project's worker setup hook; its other keys
@@ -81,8 +68,8 @@ def check_targets(cfg: DictConfig) -> None:
     """Raise :class:`ConfigError` for the first name in ``cfg`` that Hydra or logging would
     import outside the allow-lists: a ``_target_`` (anywhere), a ``hydra.callbacks`` entry,
     a logging handler or formatter ``class``, a ``()`` factory, an ``ext://`` value or a log
-    file not named ``*.log`` in ``hydra.job_logging`` / ``hydra.hydra_logging``,
-    ``hydra.sweeper.custom_search_space``, or a Ray ``runtime_env`` key. Interpolations are
+    file not named ``*.log`` in ``hydra.job_logging`` / ``hydra.hydra_logging``, or a Ray
+    ``runtime_env`` key. Interpolations are
     checked as they resolve now."""
     _walk(cfg, (), set())
 
@@ -108,7 +95,7 @@ def install() -> None:
     """Make every Hydra instance created from now on (one per command) load its configs
     with :class:`CheckingConfigLoader`, so that a refused name ends the command with
     :class:`ConfigError` before Hydra configures logging or instantiates callbacks,
-    sweeper, launcher or sampler. Idempotent."""
+    sweeper or launcher. Idempotent."""
     hydra_module.ConfigLoaderImpl = CheckingConfigLoader  # type: ignore[misc]
 
 
@@ -169,8 +156,6 @@ def _check(path: tuple[str, ...], value: Any) -> None:
         )
     if path[:1] == ("hydra",) and len(path) >= 2 and path[1] in LOGGING_CONFIGS:
         _check_logging(path, value)
-    if path == ("hydra", "sweeper", "custom_search_space") and value is not None:
-        _refuse(path, value, "allowed: null (no custom search space)")
     if path[:2] == ("hydra", "launcher") and len(path) >= 2 and path[-2:-1] == ("runtime_env",):
         if key not in RUNTIME_ENV_KEYS:
             _refuse(path, value, f"allowed keys here: {', '.join(sorted(RUNTIME_ENV_KEYS))}")

@@ -12,13 +12,19 @@ from omegaconf import DictConfig
 
 from mnist_exp.data.splits import Splits
 from mnist_exp.pipeline.evaluation import score_test_set
-from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS, sweep_parent_run
+from mnist_exp.pipeline.sweep import (
+    PARAM_COUNT_KEYS,
+    config_digest,
+    sweep_parent_run,
+    sweep_trial,
+)
 from mnist_exp.results.leaderboard import OBJECTIVE
 from mnist_exp.results.summary import run_summary
 from mnist_exp.tracking.recorder import RunRecorder, git_commit
 from mnist_exp.tracking.store import ui_command
+from mnist_exp.tracking.sweep_record import DIGEST_TAG
 from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder, save_checkpoints
-from mnist_exp.training.fit import EpochMetricsCallback, FitResult, fit
+from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
 from mnist_exp.training.model import build_for_training, parameter_counts
 from mnist_exp.training.runtime import Runtime, prepare_runtime
 
@@ -76,7 +82,7 @@ def _recorded_run(
         return
     parent_run_id = sweep_parent_run() if job.sweep else None
     with RunRecorder.start(
-        cfg.tracking, cfg.tracking.run_name, _tags(splits, job), parent_run_id
+        cfg.tracking, cfg.tracking.run_name, _tags(cfg, splits, job), parent_run_id
     ) as recorder:
         recorder.log_datasets(splits)
         yield recorder
@@ -119,13 +125,30 @@ def _train(
         folder = checkpoint_folder(job.output_dir) if job.output_dir else None
     if cfg.train.checkpoint and folder is not None:
         callbacks.append(save_checkpoints(model, folder, recorder.run_id, resume_from))
+    pruning = _trial_pruning() if job.sweep else None
+    if pruning is not None:
+        callbacks.append(pruning)
     fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
     recorder.log_metrics({**clock.timings(), OBJECTIVE: fitted.val_accuracy})
+    if pruning is not None and pruning.stopped_after is not None:
+        recorder.set_tags({"sweep.trial_state": "PRUNED"})  # the run itself ends FINISHED
     return fitted
 
 
-def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
-    """A new run's tags: its data, code version, sweep, output folder and Ray node."""
+def _trial_pruning() -> StopWhenTold | None:
+    """In an Optuna trial's job: the callback that reports each epoch to the study and
+    stops a trial its pruner prunes (Optuna is imported only then)."""
+    if sweep_trial() is None:
+        return None
+    from mnist_exp.pipeline.search import trial_pruning
+
+    should_stop = trial_pruning()
+    return None if should_stop is None else StopWhenTold(should_stop)
+
+
+def _tags(cfg: DictConfig, splits: Splits, job: JobInfo) -> dict[str, str]:
+    """A new run's tags: its data, code version, sweep (and the digest of its config, by
+    which a continued sweep finds it), output folder and Ray node."""
     tags = {**splits.tags(), **_ray_tags()}
     commit = git_commit()
     if commit:
@@ -133,6 +156,9 @@ def _tags(splits: Splits, job: JobInfo) -> dict[str, str]:
     if job.sweep:
         tags["sweep"] = job.sweep
         tags["sweep.job_num"] = str(job.job_num)
+        tags[DIGEST_TAG] = config_digest(cfg)
+        if (trial := sweep_trial()) is not None:
+            tags["sweep.trial"] = trial
     if job.output_dir:
         tags["output_dir"] = job.output_dir
     return tags

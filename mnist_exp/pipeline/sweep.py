@@ -9,14 +9,24 @@ sweep ends, the callback ranks the children, prints the leaderboard, logs it to 
 and tags the best child. The parent run's record is
 :class:`mnist_exp.tracking.sweep_record.SweepRecorder`'s; MLflow is imported only when a
 sweep really runs.
+
+Resuming a grid sweep: the parent of a basic-sweeper sweep is tagged with the sweep's
+fingerprint (:func:`sweep_fingerprint`). Run again with the same overrides, the callback
+reopens the latest parent with that fingerprint (unless ``sweep_fresh=true``) and tells the
+jobs so; each job then looks for a FINISHED child with its config's digest
+(:func:`config_digest`, tagged on every child) before it loads data or Keras, and returns
+that child's validation accuracy instead of training again (:func:`finished_job`). Jobs
+missing, FAILED or KILLED run again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -30,14 +40,22 @@ from mnist_exp.tracking.store import ui_command
 from mnist_exp.tracking.sweep_record import (
     SweepRecorder,
     end_open_sweeps,
+    finished_child,
     open_sweeps,
     register_command,
 )
 
+if TYPE_CHECKING:
+    from mnist_exp.pipeline.search import Search
+
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
+TRIAL_ENV = "MNIST_EXP_OPTUNA_TRIAL"  # set in every job of an Optuna sweep: its trial number
+RESUMED_ENV = "MNIST_EXP_SWEEP_RESUMED"  # set in every job of a grid sweep whose parent is reused
+FRESH_KEY = "sweep_fresh"  # the config key that forces a new parent run
 
 
 class SweepCallback(Callback):
@@ -53,20 +71,40 @@ class SweepCallback(Callback):
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
             check_store(typed.tracking.uri)
+            search = _check_search(config)
             sweep_spec = {
                 "overrides": list(config.hydra.overrides.task),
                 "sweeper": OmegaConf.to_container(config.hydra.sweeper, resolve=False),
                 "launcher": OmegaConf.to_container(config.hydra.launcher, resolve=False),
             }
-            parent = SweepRecorder.open(
+            documents = {
+                "sweep.yaml": OmegaConf.to_yaml(sweep_spec),
+                "config.yaml": OmegaConf.to_yaml(typed),
+            }
+            # A continued Optuna study continues its parent run too, if it can; so does a
+            # grid sweep run again with the same overrides (unless sweep_fresh=true).
+            fingerprint = None
+            if search is not None:
+                earlier = search.parent_run_id()
+            elif config.hydra.sweeper._target_ == BASIC_SWEEPER:
+                fingerprint = sweep_fingerprint(config)
+                earlier = (
+                    None
+                    if typed.sweep_fresh
+                    else SweepRecorder.latest_parent(typed.tracking, fingerprint)
+                )
+            else:
+                earlier = None
+            reopened = SweepRecorder.reopen(typed.tracking, earlier, documents) if earlier else None
+            parent = reopened or SweepRecorder.open(
                 typed.tracking,
                 sweep_dir=str(config.hydra.sweep.dir),
                 sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
-                documents={
-                    "sweep.yaml": OmegaConf.to_yaml(sweep_spec),
-                    "config.yaml": OmegaConf.to_yaml(typed),
-                },
+                documents=documents,
+                fingerprint=fingerprint,
             )
+            if search is not None:
+                search.remember_parent_run(parent.run_id)
         except ConfigError as error:
             exit_with_error(str(error))
         # Every job's config is composed again from these overrides (on any launcher, in
@@ -75,16 +113,23 @@ class SweepCallback(Callback):
             config.hydra.overrides.hydra.append(
                 f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent.run_id}"
             )
+            if reopened is not None and fingerprint is not None:
+                config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{RESUMED_ENV}=1")
         print(
-            f"sweep: MLflow parent run {parent.run_id} for {config.hydra.sweep.dir}",
+            f"sweep: MLflow parent run {parent.run_id} for {config.hydra.sweep.dir}"
+            + (" (continued: jobs already FINISHED are skipped)" if reopened else ""),
             file=sys.stderr,
         )
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Rank the children, log and print the leaderboard, tag the best child, close up."""
+        # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
+        grid = config.hydra.sweeper._target_ == BASIC_SWEEPER
         for parent in open_sweeps():
-            board = Leaderboard.from_results(parent.child_results(_is_swept_candidate))
-            parent.publish(board)
+            results = parent.child_results(_is_swept_candidate, one_per_config=grid)
+            board = Leaderboard.from_results(results)
+            skipped = parent.skipped_jobs() if grid else 0
+            parent.publish(board, skipped)
             registered = parent.register_best(board, config.tracking.get("register_as"))
             print(
                 sweep_summary(
@@ -94,6 +139,7 @@ class SweepCallback(Callback):
                     registered,
                     partial(register_command, config.tracking.uri),
                     ui_command(config.tracking.uri),
+                    skipped,
                 )
             )
         end_open_sweeps("FINISHED")
@@ -104,9 +150,57 @@ def sweep_parent_run() -> str | None:
     return os.environ.get(PARENT_RUN_ENV) or None
 
 
+def sweep_trial() -> str | None:
+    """The Optuna trial number this job runs (None outside an Optuna sweep)."""
+    return os.environ.get(TRIAL_ENV) or None
+
+
+def sweep_fingerprint(config: DictConfig) -> str:
+    """What identifies a grid sweep across re-runs: its command-line overrides (sorted,
+    ``sweep_fresh`` left out) and its sweeper's params, hashed. The launcher and the
+    sweep folder are not part of it: they change where and how jobs run, not which."""
+    overrides = sorted(
+        o for o in config.hydra.overrides.task if o.split("=", 1)[0].lstrip("+~") != FRESH_KEY
+    )
+    params = config.hydra.sweeper.get("params")
+    params = {} if params is None else OmegaConf.to_container(params, resolve=False)
+    text = json.dumps({"overrides": overrides, "params": params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def config_digest(cfg: DictConfig) -> str:
+    """A job's validated config, hashed: equal for two jobs that train the same thing
+    (``sweep_fresh`` left out; Hydra's settings and output folders are not in it)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    plain.pop(FRESH_KEY, None)
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def finished_job(cfg: DictConfig) -> tuple[str, float] | None:
+    """In a job of a continued grid sweep: the child run that already FINISHED this
+    job's config ``cfg`` (validated), as its run id and validation accuracy; None
+    otherwise (not a continued sweep, or the config has no finished run)."""
+    parent_run_id = sweep_parent_run()
+    if not os.environ.get(RESUMED_ENV) or parent_run_id is None:
+        return None
+    return finished_child(str(cfg.tracking.uri), parent_run_id, config_digest(cfg))
+
+
 def _is_swept_candidate(param: str) -> bool:
     """Config keys a sweep can vary (not where results are stored, not derived counts)."""
     return not param.startswith("tracking.") and param not in PARAM_COUNT_KEYS
+
+
+def _check_search(config: DictConfig) -> Search | None:
+    """For an Optuna sweep: check its settings and open its study before the parent run
+    exists (Hydra calls this callback before it instantiates the sweeper)."""
+    if config.hydra.sweeper._target_ != OPTUNA_SWEEPER:
+        return None
+    from mnist_exp.pipeline.search import SearchSettings, prepare_search
+
+    return prepare_search(SearchSettings.of(config.hydra.sweeper), config)
 
 
 def _validate_grid(config: DictConfig) -> None:

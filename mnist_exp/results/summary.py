@@ -57,13 +57,16 @@ def sweep_summary(
     registered: str | None,
     register_command: Callable[[str], str],
     ui_command: str,
+    skipped: int = 0,
 ) -> str:
-    """A sweep's end: the leaderboard (and the seed averages), the best run and either the
-    model version it was registered as (``name/version``) or the command that registers it
-    (``register_command(run_id)``), the parent run and how to open the UI."""
+    """A sweep's end: the leaderboard (and the seed averages), how many of the finished
+    jobs were ``skipped`` (finished in an earlier run of the same sweep), the best run and
+    either the model version it was registered as (``name/version``) or the command that
+    registers it (``register_command(run_id)``), the parent run and how to open the UI."""
+    reused = f" ({skipped} skipped: finished in an earlier run of this sweep)" if skipped else ""
     lines = [
         "",
-        f"Sweep {sweep_dir}: {len(board.ranked)} finished, "
+        f"Sweep {sweep_dir}: {len(board.ranked)} finished{reused}, "
         f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
         text_table(board.rows()),
     ]

@@ -1,6 +1,8 @@
 """A sweep's MLflow parent run: opened before any job starts, its children read back and
 ranked, the leaderboard published on it, the best child tagged (and registered), and the
-parent closed when the sweep ends.
+parent closed when the sweep ends. A grid sweep run again with the same overrides finds
+its parent by the sweep's fingerprint (:meth:`SweepRecorder.latest_parent`) and its jobs
+find the children that already finished their config (:func:`finished_child`).
 
 :class:`SweepRecorder` owns every write to a parent run. The parents this process opened
 and has not closed are kept here, so that an interrupted sweep can close them
@@ -11,6 +13,7 @@ runs sweeps starts without it.
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +22,7 @@ from omegaconf import DictConfig
 
 from mnist_exp.results.leaderboard import OBJECTIVE, JobResult, Leaderboard, write_leaderboard
 from mnist_exp.tracking.model_loading import run_model_uri
-from mnist_exp.tracking.owner import owner_tags
+from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import absolute_store_uri, store_errors
 
 if TYPE_CHECKING:
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
 
 PARENT_TAG = "sweep.role"
 BEST_TAG = "sweep.best"
+FINGERPRINT_TAG = "sweep.fingerprint"  # on a grid sweep's parent: its overrides, hashed
+DIGEST_TAG = "sweep.config_digest"  # on every child: its resolved config, hashed
+SKIPPED_TAG = "sweep.skipped_jobs"  # on a parent: jobs its last attempt did not re-run
 REGISTER_AS = "mnist-best"  # the name the printed registration command uses
 
 
@@ -37,6 +43,8 @@ class SweepRecorder:
     def __init__(self, run_id: str, uri: str) -> None:
         self.run_id = run_id
         self.uri = uri
+        # When this attempt of the sweep began, in the unit of MLflow's run start times.
+        self.started_ms = int(time.time() * 1000)
 
     @classmethod
     def open(
@@ -45,11 +53,12 @@ class SweepRecorder:
         sweep_dir: str,
         sweeper: str,
         documents: Mapping[str, str],
+        fingerprint: str | None = None,
     ) -> SweepRecorder:
         """Create the parent run of the sweep in ``sweep_dir`` (the experiment first, if it
-        is new), tagged with its role, folder, ``sweeper`` and owner, and log
-        ``documents`` (artifact file name -> text) on it. A store that cannot be used
-        raises StoreError (one line)."""
+        is new), tagged with its role, folder, ``sweeper``, owner and ``fingerprint`` (if
+        any), and log ``documents`` (artifact file name -> text) on it. A store that
+        cannot be used raises StoreError (one line)."""
         from mnist_exp.tracking.recorder import open_experiment
 
         experiment_id = open_experiment(tracking_cfg)
@@ -64,6 +73,7 @@ class SweepRecorder:
                     "sweep": sweep_dir,
                     "sweep.sweeper": sweeper,
                     **owner_tags(),
+                    **({FINGERPRINT_TAG: fingerprint} if fingerprint else {}),
                 },
             )
         recorder = cls(parent.info.run_id, uri)
@@ -72,9 +82,70 @@ class SweepRecorder:
             client.log_text(recorder.run_id, text, name)
         return recorder
 
-    def child_results(self, is_config_param: Callable[[str], bool]) -> list[JobResult]:
-        """Every child run, oldest first, as leaderboard entries keeping the params for
-        which ``is_config_param`` holds."""
+    @staticmethod
+    def latest_parent(tracking_cfg: DictConfig, fingerprint: str) -> str | None:
+        """The run id of the most recent active sweep parent tagged with ``fingerprint`` in
+        the configured experiment (None if there is none)."""
+        from mnist_exp.tracking.recorder import open_experiment
+
+        experiment_id = open_experiment(tracking_cfg)
+        uri = absolute_store_uri(tracking_cfg.uri)
+        with store_errors(uri):
+            found = _client(uri).search_runs(
+                [experiment_id],
+                filter_string=(
+                    f"tags.`{PARENT_TAG}` = 'parent' AND tags.`{FINGERPRINT_TAG}` = '{fingerprint}'"
+                ),
+                order_by=["attributes.start_time DESC"],
+                max_results=1,
+            )
+        return found[0].info.run_id if found else None
+
+    @classmethod
+    def reopen(
+        cls, tracking_cfg: DictConfig, run_id: str, documents: Mapping[str, str]
+    ) -> SweepRecorder | None:
+        """The parent run ``run_id`` of an earlier sweep (of the same Optuna study, or the
+        same grid) reopened, RUNNING again and owned by this process, with ``documents``
+        logged again; None when it is not an active sweep parent in this store's experiment,
+        or is still running in a live process (a concurrent sweeper: this one gets its own
+        parent)."""
+        from mlflow.exceptions import MlflowException
+
+        from mnist_exp.tracking.recorder import open_experiment
+
+        experiment_id = open_experiment(tracking_cfg)
+        uri = absolute_store_uri(tracking_cfg.uri)
+        client = _client(uri)
+        try:
+            run = client.get_run(run_id)
+        except MlflowException:  # not in this store
+            return None
+        if (
+            run.info.experiment_id != experiment_id
+            or run.info.lifecycle_stage != "active"
+            or run.data.tags.get(PARENT_TAG) != "parent"
+            or (run.info.status == "RUNNING" and owner_alive(run.data.tags) is not False)
+        ):
+            return None
+        with store_errors(uri):
+            client.update_run(run_id, status="RUNNING")
+            for key, value in owner_tags().items():
+                client.set_tag(run_id, key, value)
+        recorder = cls(run_id, uri)
+        _open_parents[run_id] = recorder
+        for name, text in documents.items():
+            client.log_text(run_id, text, name)
+        return recorder
+
+    def child_results(
+        self, is_config_param: Callable[[str], bool], one_per_config: bool = False
+    ) -> list[JobResult]:
+        """The child runs, oldest first, as leaderboard entries keeping the params for
+        which ``is_config_param`` holds; with ``one_per_config`` (a resumed grid sweep
+        re-runs its failed jobs), of the runs of one config only the one that finished,
+        else the latest."""
+        children = self._children(_client(self.uri))
         return [
             JobResult(
                 run_id=run.info.run_id,
@@ -84,13 +155,26 @@ class SweepRecorder:
                 test_accuracy=run.data.metrics.get("test_accuracy"),
                 error=run.data.tags.get("error"),
             )
-            for run in self._children(_client(self.uri))
+            for run in (_current(children) if one_per_config else children)
         ]
 
-    def publish(self, board: Leaderboard) -> None:
-        """Log the leaderboard's files and counts on the parent, and tag the best child
-        (and name it on the parent)."""
+    def skipped_jobs(self) -> int:
+        """How many configs finished in an earlier attempt of this sweep, so that this
+        attempt's jobs skipped them."""
+        return len(
+            {
+                run.data.tags.get(DIGEST_TAG, run.info.run_id)
+                for run in self._children(_client(self.uri))
+                if run.info.status == "FINISHED" and run.info.start_time < self.started_ms
+            }
+        )
+
+    def publish(self, board: Leaderboard, skipped: int) -> None:
+        """Log the leaderboard's files and counts (``skipped``: jobs not re-run, see
+        :meth:`skipped_jobs`) on the parent, and tag the best child (and name it on the
+        parent)."""
         client = _client(self.uri)
+        client.set_tag(self.run_id, SKIPPED_TAG, str(skipped))
         with tempfile.TemporaryDirectory() as folder:
             write_leaderboard(board, Path(folder))
             client.log_artifacts(self.run_id, folder)
@@ -151,6 +235,28 @@ def end_open_sweeps(status: str) -> None:
         recorder.end(status)
 
 
+def finished_child(uri: str, parent_run_id: str, digest: str) -> tuple[str, float] | None:
+    """A FINISHED child of ``parent_run_id`` in the store at ``uri`` whose config has
+    ``digest`` (tag ``sweep.config_digest``), as its run id and validation accuracy; None if
+    there is none."""
+    uri = absolute_store_uri(uri)
+    client = _client(uri)
+    with store_errors(uri):
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        found = client.search_runs(
+            [experiment_id],
+            filter_string=(
+                f"tags.`mlflow.parentRunId` = '{parent_run_id}' AND "
+                f"tags.`{DIGEST_TAG}` = '{digest}' AND attributes.status = 'FINISHED'"
+            ),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    if not found or OBJECTIVE not in found[0].data.metrics:
+        return None
+    return found[0].info.run_id, found[0].data.metrics[OBJECTIVE]
+
+
 def register_command(tracking_uri: str, run_id: str) -> str:
     """The shell command that registers run ``run_id``'s model in the store at
     ``tracking_uri``."""
@@ -159,6 +265,19 @@ def register_command(tracking_uri: str, run_id: str) -> str:
         f"{absolute_store_uri(tracking_uri)}'); mlflow.register_model("
         f"'{run_model_uri(run_id)}', '{REGISTER_AS}')\""
     )
+
+
+def _current(runs: list[Run]) -> list[Run]:
+    """Of ``runs`` (oldest first), per config digest the last one that FINISHED, else the
+    last one; runs without a digest all stay. The order is kept."""
+    kept: dict[str, Run] = {}
+    for run in runs:
+        key = run.data.tags.get(DIGEST_TAG, run.info.run_id)
+        earlier = kept.get(key)
+        if earlier is None or earlier.info.status != "FINISHED" or run.info.status == "FINISHED":
+            kept[key] = run
+    chosen = {run.info.run_id for run in kept.values()}
+    return [run for run in runs if run.info.run_id in chosen]
 
 
 def _client(uri: str) -> MlflowClient:

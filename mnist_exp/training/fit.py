@@ -47,6 +47,24 @@ class StopOnDivergence(keras.callbacks.Callback):
             raise TrainingDiverged(f"loss became {loss} in epoch {epoch + 1}")
 
 
+class StopWhenTold(keras.callbacks.Callback):
+    """Passes each epoch's validation accuracy and number (from 1) to
+    ``should_stop(value, epoch)``; stops training after an epoch for which it returns True
+    (an Optuna pruner's verdict), and keeps that epoch in ``stopped_after``."""
+
+    def __init__(self, should_stop: Callable[[float, int], bool]) -> None:
+        super().__init__()
+        self.should_stop = should_stop
+        self.stopped_after: int | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Ask whether to stop after this epoch; stop if so."""
+        value = (logs or {}).get("val_accuracy")
+        if value is not None and self.should_stop(float(value), epoch + 1):
+            self.stopped_after = epoch + 1
+            self.model.stop_training = True
+
+
 class EpochMetricsCallback(keras.callbacks.Callback):
     """Passes each epoch's Keras logs, its duration (``epoch_seconds``) and the optimizer's
     learning rate to ``log_metrics(metrics, step)``, step = epoch (from 1),

@@ -144,7 +144,7 @@ dotted = st.one_of(
             "logging.FileHandler",
             "logging.StreamHandler",
             targets.SWEEP_CALLBACK,
-            *sorted(targets.LAUNCHERS | targets.SWEEPERS | targets.OPTUNA_SAMPLERS),
+            *sorted(targets.LAUNCHERS | targets.SWEEPERS),
         ]
     ),
     st.lists(
@@ -160,7 +160,7 @@ def hydra_override(draw, made: Path):
     """(overrides, exact expected error line or None when it may be valid or fail otherwise)."""
     name = draw(names.filter(lambda n: n != "mlflow_sweep"))
     target = draw(dotted)
-    kind = draw(st.sampled_from(["callback", "launcher", "sampler", "logging", "unknown", "bare"]))
+    kind = draw(st.sampled_from(["callback", "launcher", "sweeper", "logging", "unknown", "bare"]))
     if kind == "callback":
         key = f"hydra.callbacks.{name}._target_"
         overrides = [f"+{key}={target}", f"+hydra.callbacks.{name}._args_=[{made},w]"]
@@ -170,10 +170,10 @@ def hydra_override(draw, made: Path):
         launcher = draw(st.sampled_from(["basic", "joblib"]))
         overrides = [f"hydra/launcher={launcher}", f"{key}={target}"]
         allowed = targets.LAUNCHERS
-    elif kind == "sampler":
-        key = "hydra.sweeper.sampler._target_"
+    elif kind == "sweeper":
+        key = "hydra.sweeper._target_"
         overrides = ["hydra/sweeper=optuna", f"{key}={target}"]
-        allowed = targets.OPTUNA_SAMPLERS
+        allowed = targets.SWEEPERS
     elif kind == "logging":
         key = f"hydra.job_logging.handlers.{name}.class"
         overrides = [f"+{key}={target}"]

@@ -102,3 +102,17 @@ def test_installed_wheel_finds_its_configs_from_any_directory(
     assert done.returncode == 0, done.stderr
     (run,) = store.runs()
     assert (run.info.status, run.data.params["optimizer.name"]) == ("FINISHED", "sgd")
+
+
+@pytest.mark.slow
+def test_installed_wheel_ships_the_optuna_sweeper_plugin(tmp_path, installed_wheel):
+    plugin = installed_wheel / "hydra_plugins" / "mnist_exp_optuna" / "optuna_sweeper.py"
+    assert plugin.exists()
+    done = run_cli(
+        ["--cfg", "hydra", "hydra/sweeper=optuna"],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(installed_wheel)},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "_target_: hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper" in done.stdout

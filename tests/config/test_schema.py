@@ -104,7 +104,7 @@ BAD_OVERRIDES = [
         "optimizer.momentum=0.9",
         "optimizer.momentum: unknown key; allowed keys here: name, learning_rate",
     ),
-    ("+extra=1", "extra: unknown key; allowed keys here: seed, resume, data, model"),
+    ("+extra=1", "extra: unknown key; allowed keys here: seed, resume, sweep_fresh, data, model"),
 ]
 
 

@@ -183,3 +183,71 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
         [experiment.experiment_id], "tags.`mnist_exp.kind` = 'evaluation'"
     )
     assert evaluation.data.metrics["test_accuracy"] == best.data.metrics["test_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def optuna_storage(postgres: str) -> str:
+    """A database ``optuna`` of its own on the test's PostgreSQL server; yields its URL."""
+    import psycopg2
+
+    connection = psycopg2.connect(postgres.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE optuna")
+    finally:
+        connection.close()
+    return postgres.rsplit("/", 1)[0] + "/optuna"
+
+
+@pytest.mark.slow
+def test_cluster_optuna_study_in_postgres(
+    tracking_server, ray_head, optuna_storage, mnist_npz, tmp_path
+):
+    import optuna
+    from optuna.trial import TrialState
+
+    url, _ = tracking_server
+    shutil.copy(mnist_npz, tmp_path / "digits.npz")
+    result = run_cli(
+        [
+            "-m",
+            "+sweep=optuna_mlp",
+            "hydra/launcher=cluster",
+            "tracking=server",
+            "tracking.experiment=cluster-optuna",  # apart from the grid sweep's runs
+            f"hydra.launcher.ray.init.address={ray_head}",
+            f"hydra.sweeper.storage={optuna_storage}",
+            "hydra.sweeper.study_name=cluster",
+            "hydra.sweeper.n_trials=2",
+            "train.batch_size=128",
+            "data.path=digits.npz",
+            "train.epochs=2",
+            "train.verbose=0",
+            "hydra.sweep.dir=sweep",
+        ],
+        cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": url, **RAY_AUTH},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    trials = optuna.load_study(study_name="cluster", storage=optuna_storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    # The jobs, in Ray's workers, reported both epochs to the study in PostgreSQL.
+    assert [set(t.intermediate_values) for t in trials] == [{1, 2}, {1, 2}]
+
+    client = MlflowClient(tracking_uri=url)
+    experiment = client.get_experiment_by_name("cluster-optuna")
+    runs = client.search_runs([experiment.experiment_id])
+    (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
+    children = [run for run in runs if run is not parent]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["finished_runs"] == 2
+    assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
+    assert sorted(child.data.tags["sweep.trial"] for child in children) == ["0", "1"]
+    assert all(child.info.status == "FINISHED" for child in children)
+    assert None not in {child.data.tags.get("ray.node_id") for child in children}
+    values = {str(t.number): t.value for t in trials}
+    for child in children:
+        assert child.data.metrics["final_val_accuracy"] == values[child.data.tags["sweep.trial"]]
+        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2

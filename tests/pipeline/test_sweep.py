@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import io
 import os
+import signal
 import subprocess
 
 import pytest
 import yaml
-from conftest import interrupt_during_training, run_cli
+from conftest import finish, interrupt_during_training, run_cli, start, wait_for_line
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_exp.pipeline.sweep import config_digest, sweep_fingerprint
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -208,3 +212,127 @@ def test_ctrl_c_during_a_sweep_leaves_no_run_running(tmp_path, store, mnist_npz,
     (parent,), children = tree(store)
     assert parent.info.status == "KILLED"
     assert {kid.info.status for kid in children[parent.info.run_id]} == {"KILLED"}
+
+
+def started_after(kids: list, moment: int) -> list:
+    return [kid for kid in kids if kid.info.start_time > moment]
+
+
+@pytest.mark.slow
+def test_rerun_of_a_grid_continues_its_parent_and_reruns_only_failed_jobs(tmp_path, store, sweep):
+    # 4 jobs, the two at learning rate 1e6 diverge: an interrupted sweep's missing work.
+    grid = ("optimizer=sgd", "optimizer.learning_rate=0.01,1e6", "model.dropout=0.2,0.5")
+    first = sweep(*grid, sweep_dir="first")
+    assert first.returncode == 0, first.stderr
+    (parent,), children = tree(store)
+    before = children[parent.info.run_id]
+    assert sorted(kid.info.status for kid in before) == ["FAILED"] * 2 + ["FINISHED"] * 2
+    failed_digests = {
+        kid.data.tags["sweep.config_digest"] for kid in before if kid.info.status == "FAILED"
+    }
+    assert len({kid.data.tags["sweep.config_digest"] for kid in before}) == 4
+
+    again = sweep(*grid, sweep_dir="again")
+    assert again.returncode == 0, again.stderr
+    (same,), children = tree(store)
+    assert same.info.run_id == parent.info.run_id and same.info.status == "FINISHED"
+    kids = children[parent.info.run_id]
+    rerun = started_after(kids, max(kid.info.start_time for kid in before))
+    # Only the failed configs trained again (and failed again); the finished ones were skipped.
+    assert len(kids) == 6 and len(rerun) == 2
+    assert {kid.data.tags["sweep.config_digest"] for kid in rerun} == failed_digests
+    assert again.stdout.count("skipped, run ") == 2
+    assert "2 finished (2 skipped: finished in an earlier run of this sweep), 2 failed" in (
+        again.stdout
+    )
+    assert same.data.tags["sweep.skipped_jobs"] == "2"
+    # The leaderboard lists each config once: the finished runs and the latest failures.
+    rows = list(
+        csv.DictReader(
+            io.StringIO(artifact_text(store, same.info.run_id, "leaderboard.csv", tmp_path))
+        )
+    )
+    listed = {row["run_id"] for row in rows}
+    assert len(rows) == 4
+    assert {kid.info.run_id for kid in rerun} <= listed
+    assert {kid.info.run_id for kid in before if kid.info.status == "FINISHED"} <= listed
+
+    # sweep_fresh=true: a new parent, every job trained.
+    fresh = sweep(*grid, "sweep_fresh=true", sweep_dir="fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    parents, children = tree(store)
+    (new,) = [p for p in parents if p.info.run_id != parent.info.run_id]
+    assert len(children[new.info.run_id]) == 4
+    assert "skipped" not in fresh.stdout
+    assert new.data.tags["sweep.skipped_jobs"] == "0"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_rerun_of_a_finished_seed_sweep_skips_every_job(tmp_path, store, sweep, launcher):
+    args = ("+sweep=seeds", "hydra.sweeper.params.seed='1,2'")
+    first = sweep(*args, sweep_dir="first")
+    assert first.returncode == 0, first.stderr
+    # The launcher is not part of the sweep's identity: joblib workers skip jobs too.
+    again = sweep(*args, f"hydra/launcher={launcher}", sweep_dir="again")
+    assert again.returncode == 0, again.stderr
+    (parent,), children = tree(store)
+    assert len(children[parent.info.run_id]) == 2  # nothing trained again
+    assert "2 finished (2 skipped: finished in an earlier run of this sweep), 0 failed" in (
+        again.stdout
+    )
+    assert "Mean ± std over seeds:" in again.stdout
+    assert f"best run     {parent.data.tags['best_run_id']}" in again.stdout
+
+
+def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictConfig:
+    """Just the ``hydra`` keys that :func:`sweep_fingerprint` reads."""
+    return OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
+
+
+def test_a_sweeps_fingerprint_ignores_order_and_the_fresh_flag():
+    grid = sweep_fingerprint(sweep_config(["a=1,2", "b=x"], {"seed": "1,2"}))
+    fresh = ["b=x", "a=1,2", "sweep_fresh=true"]
+    assert grid == sweep_fingerprint(sweep_config(fresh, {"seed": "1,2"}))
+    assert grid != sweep_fingerprint(sweep_config(["b=x", "a=1,2"], {"seed": "1,2,3"}))
+    assert grid != sweep_fingerprint(sweep_config(["b=y", "a=1,2"], {"seed": "1,2"}))
+    assert sweep_fingerprint(sweep_config(["a=1"])) == sweep_fingerprint(sweep_config(["a=1"], {}))
+
+
+def test_a_config_digest_changes_with_what_trains_not_with_the_fresh_flag(make_config):
+    digest = config_digest(make_config("model.dropout=0.3"))
+    assert digest == config_digest(make_config("model.dropout=0.3", "sweep_fresh=true"))
+    assert digest != config_digest(make_config("model.dropout=0.5"))
+    assert digest != config_digest(make_config("model.dropout=0.3", "seed=7"))
+
+
+@pytest.mark.slow
+def test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again(tmp_path, store, mnist_npz):
+    args = [
+        "-m",
+        "model.dropout=0.2,0.5",
+        "train.epochs=5",
+        f"data.path={mnist_npz}",
+        *store.overrides,
+    ]
+    process = start([*args, f"hydra.sweep.dir={tmp_path / 'first'}"], tmp_path)
+    wait_for_line(process, "mlflow run")  # job 0 finished
+    wait_for_line(process, "Epoch 2/")  # job 1 is training
+    process.send_signal(signal.SIGINT)
+    code, _, stderr = finish(process)
+    assert code == 130, stderr[-2000:]
+    (parent,), children = tree(store)
+    before = children[parent.info.run_id]
+    assert [kid.info.status for kid in before] == ["FINISHED", "KILLED"]
+
+    again = run_cli([*args, f"hydra.sweep.dir={tmp_path / 'again'}"], cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    (same,), children = tree(store)
+    assert same.info.run_id == parent.info.run_id
+    kids = children[parent.info.run_id]
+    (rerun,) = started_after(kids, before[-1].info.start_time)
+    assert (rerun.data.params["model.dropout"], rerun.info.status) == ("0.5", "FINISHED")
+    assert f"sweep job 0: skipped, run {before[0].info.run_id}" in again.stdout
+    assert "2 finished (1 skipped: finished in an earlier run of this sweep), 0 failed" in (
+        again.stdout
+    )

@@ -1,0 +1,1 @@
+"""mnist-exp's Optuna sweeper for Hydra (``hydra/sweeper=optuna``); see ``optuna_sweeper``."""

@@ -1,0 +1,468 @@
+"""Bayesian search on Optuna 4+: the engine behind ``hydra/sweeper=optuna``.
+
+The Hydra plugin (``hydra_plugins/mnist_exp_optuna``) only declares the sweeper's config
+and hands it here. :func:`prepare_search` checks everything before any MLflow run exists
+(the search space, the sampler, the direction, the study storage), so a mistake is one
+line and exit code 2. :meth:`Search.run` then asks the study for trials, ``n_jobs`` at a
+time, launches each as a normal Hydra job through the configured launcher (basic, joblib,
+Ray: each job is a child run of the sweep's MLflow parent, see
+:mod:`mnist_exp.pipeline.sweep`) and tells the study each job's validation accuracy.
+
+Studies persist: the storage defaults to ``optuna.db`` beside a SQLite MLflow store and
+the study is loaded if it exists, so re-running a sweep continues it. Trials already
+COMPLETE or PRUNED, and those RUNNING in a live sweeper, count toward ``n_trials`` (a
+total): a re-run only runs the missing ones, and two sweepers on one study share the work.
+Two sweepers asking for the study's last missing trial at the same moment both get one
+(trial numbers are the storage's, never shared); the one with the higher number sees
+``n_trials`` counted trials before it, records its trial FAIL (user attr ``surplus``)
+without running it, and stops, so the study ends with exactly ``n_trials``. A SQLite
+storage is created under a lock beside it, and waits for the other writer
+(:data:`SQLITE_TIMEOUT_S`) instead of failing with "database is locked".
+A trial left RUNNING by a sweeper process that is gone is marked FAIL. The study
+remembers its MLflow parent run, which a continuing sweep reopens.
+
+Pruning: every trial's job finds its trial through its environment (``hydra.job.env_set``:
+the trial number, the study's name and storage, the pruner), reports each epoch's
+validation accuracy (:func:`trial_pruning`) and stops when the pruner says so; its run
+ends FINISHED, tagged ``sweep.trial_state=PRUNED``, and the sweeper tells the study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, Transformer
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.launcher import Launcher
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState
+
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
+from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial
+from mnist_exp.tracking.owner import owner_alive, owner_tags
+from mnist_exp.tracking.store import sqlite_path, store_lock
+
+SAMPLERS = ("qmc", "random", "tpe")
+PRUNERS = ("hyperband", "median", "none")
+DIRECTIONS = ("maximize", "minimize")
+STORAGE_FILE = "optuna.db"  # beside a SQLite MLflow store
+OWNER_PREFIX = "sweeper."  # trial user attrs naming the sweeper process that asked for it
+RESULTS_FILE = "optimization_results.yaml"
+PARENT_RUN_ATTR = "mlflow.parent_run_id"  # the study's MLflow parent run, continued by re-runs
+PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner stops it
+SURPLUS_ATTR = "surplus"  # set on a trial asked for beyond n_trials (by a racing sweeper), FAIL
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # toward n_trials
+SQLITE_TIMEOUT_S = 60  # how long a SQLite storage waits for another process's write
+# Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
+STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"
+STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"
+PRUNER_ENV = "MNIST_EXP_OPTUNA_PRUNER"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The sweeper's config (``hydra.sweeper``), as the plugin received it."""
+
+    params: dict[str, str]
+    n_trials: int
+    n_jobs: int
+    direction: str
+    sampler: str
+    pruner: str
+    seed: int | None
+    study_name: str | None
+    storage: str | None
+    max_failure_rate: float
+
+    @classmethod
+    def of(cls, sweeper: Mapping[str, Any]) -> SearchSettings:
+        """The settings in ``hydra.sweeper`` (its ``_target_`` aside), as plain values."""
+        plain = OmegaConf.to_container(OmegaConf.create(dict(sweeper)), resolve=True)
+        assert isinstance(plain, dict)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(
+            **{key: value for key, value in plain.items() if key in fields}
+            | {"params": plain.get("params") or {}}
+        )
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What each trial varies (Optuna distributions) and what every job gets as is."""
+
+    distributions: dict[str, BaseDistribution]
+    fixed: dict[str, str]
+
+    def job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
+        """The Hydra overrides of ``trial``'s job: its sampled params, then the fixed ones."""
+        values = {name: trial.params[name] for name in self.distributions}
+        return (
+            *(f"{name}={value}" for name, value in values.items()),
+            *(f"{name}={value}" for name, value in self.fixed.items()),
+        )
+
+
+def parse_search_space(arguments: Sequence[str]) -> SearchSpace:
+    """The search space of ``key=value`` overrides in the old plugin's syntax:
+    ``interval(a, b)``, ``tag(log, interval(a, b))``, ``range(a, b[, step])``,
+    ``choice(...)`` or ``a,b,c`` (an interval is always of floats, as Hydra parses it; use
+    ``range`` for integers); anything else is a fixed value. A key given twice gets its
+    last value, so the command line overrides a preset's ``params``. A bad one raises
+    :class:`ConfigError` naming it."""
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(arguments))
+    except HydraException as error:
+        raise ConfigError(f"bad search space: {str(error).splitlines()[0]}") from None
+    distributions: dict[str, BaseDistribution] = {}
+    fixed: dict[str, str] = {}
+    for override in parsed:  # a key given again (on the command line) replaces the first
+        key = override.get_key_element()
+        distributions.pop(key, None)
+        fixed.pop(key, None)
+        if not override.is_sweep_override():
+            fixed[key] = override.get_value_element_as_str()
+            continue
+        try:
+            distributions[key] = _distribution(override)
+        except (HydraException, ValueError, TypeError) as error:
+            raise ConfigError(f"{override.input_line}: bad search space: {error}") from None
+    return SearchSpace(distributions, fixed)
+
+
+def _distribution(override: Override) -> BaseDistribution:
+    """The Optuna distribution of one sweep override (see :func:`parse_search_space`)."""
+    if override.is_choice_sweep() or (override.is_range_sweep() and override.value().shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
+    value = override.value()
+    if override.is_range_sweep():  # range(start, stop, step): stop excluded, as in Python
+        numbers = (value.start, value.stop, value.step)
+        if any(isinstance(n, float) for n in numbers):
+            steps = math.floor((value.stop - value.start) / value.step - 1e-9)
+            return FloatDistribution(value.start, value.start + steps * value.step, step=value.step)
+        last = value.start + (int(value.stop) - 1 - value.start) // value.step * value.step
+        return IntDistribution(int(value.start), int(last), step=int(value.step))
+    if override.is_interval_sweep():
+        log = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log)
+        return FloatDistribution(float(value.start), float(value.end), log=log)
+    raise ValueError("use interval(), range() or choice()")
+
+
+def study_storage(settings: SearchSettings, tracking_uri: str) -> str:
+    """The study's storage URL: ``hydra.sweeper.storage`` if set, else ``optuna.db``
+    beside a SQLite MLflow store; any other tracking store needs it set."""
+    if settings.storage:
+        return settings.storage
+    store = sqlite_path(tracking_uri)
+    if store is None:
+        raise ConfigError(
+            f"hydra.sweeper.storage: set it (an RDB URL such as sqlite:///optuna.db or "
+            f"postgresql://...) when tracking.uri={tracking_uri} is not a SQLite store"
+        )
+    return f"sqlite:///{(store.parent / STORAGE_FILE).resolve()}"
+
+
+def default_study_name(arguments: Sequence[str]) -> str:
+    """A name that the same search (space and fixed overrides) always gets, so re-running
+    the same command continues its study."""
+    digest = hashlib.sha256("\n".join(sorted(arguments)).encode()).hexdigest()[:12]
+    return f"sweep-{digest}"
+
+
+def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
+    """Check the sweeper's settings and open (or create) the study: a bad search space,
+    sampler, direction or number, or a storage that cannot be opened, raises
+    :class:`ConfigError` (one line) before any job or MLflow run exists."""
+    if settings.sampler not in SAMPLERS:
+        raise ConfigError(
+            f"hydra.sweeper.sampler={settings.sampler}: no such sampler; "
+            f"allowed: {', '.join(SAMPLERS)}"
+        )
+    if settings.pruner not in PRUNERS:
+        raise ConfigError(
+            f"hydra.sweeper.pruner={settings.pruner}: no such pruner; allowed: {', '.join(PRUNERS)}"
+        )
+    if settings.direction not in DIRECTIONS:
+        raise ConfigError(
+            f"hydra.sweeper.direction={settings.direction}: allowed: {', '.join(DIRECTIONS)}"
+        )
+    for key, low in (("n_trials", 1), ("n_jobs", 1)):
+        if getattr(settings, key) < low:
+            raise ConfigError(f"hydra.sweeper.{key}={getattr(settings, key)}: must be >= {low}")
+    if not 0.0 <= settings.max_failure_rate <= 1.0:
+        raise ConfigError(
+            f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}: must be in [0, 1]"
+        )
+    arguments = [f"{key}={value}" for key, value in settings.params.items()]
+    arguments += list(config.hydra.overrides.task)
+    space = parse_search_space(arguments)
+    storage_url = study_storage(settings, str(config.tracking.uri))
+    name = settings.study_name or default_study_name(arguments)
+    study = _open_study(storage_url, name, settings.direction)
+    # A seeded sampler continuing a study must not replay the draws of its first trials.
+    seed = None if settings.seed is None else settings.seed + len(study.trials)
+    study.sampler = _sampler(settings.sampler, seed)
+    env = {STORAGE_ENV: storage_url, STUDY_ENV: name, PRUNER_ENV: settings.pruner}
+    return Search(settings, space, study, env, Path(str(config.hydra.sweep.dir)))
+
+
+def _open_study(url: str, name: str, direction: str) -> optuna.Study:
+    """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError."""
+    path = sqlite_path(url)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        # Sweepers started together would race to create the SQLite file's tables.
+        with store_lock(url):
+            study = optuna.create_study(
+                study_name=name, storage=_storage(url), direction=direction, load_if_exists=True
+            )
+    except Exception as error:  # drivers and SQLAlchemy raise anything; all mean the same
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(
+            f"hydra.sweeper.storage={url}: cannot open the study storage "
+            f"({type(error).__name__}{': ' + reason if reason else ''})"
+        ) from None
+    if study.direction.name.lower() != direction:
+        raise ConfigError(
+            f"hydra.sweeper.direction={direction}: study {name} in {url} was created to "
+            f"{study.direction.name.lower()}; use another hydra.sweeper.study_name"
+        )
+    return study
+
+
+def _storage(url: str) -> str | optuna.storages.RDBStorage:
+    """The storage at ``url``; a SQLite one waits :data:`SQLITE_TIMEOUT_S` for a lock held
+    by another process (sweepers and their jobs write to it at once)."""
+    if sqlite_path(url) is None:
+        return url
+    return optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+    )
+
+
+def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler called ``name`` (one of :data:`SAMPLERS`)."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "qmc":  # quasi-random (Sobol) points: even coverage of the space
+        return optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def _pruner(name: str) -> optuna.pruners.BasePruner:
+    """The pruner called ``name`` (one of :data:`PRUNERS`)."""
+    if name == "median":  # below the median of earlier trials at the same epoch: stop
+        return optuna.pruners.MedianPruner()
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def trial_pruning() -> Callable[[float, int], bool] | None:
+    """In an Optuna trial's job: a function that reports an epoch's validation accuracy
+    to the trial and says whether the pruner stops it (and if so notes the epoch on the
+    trial, for the sweeper to tell the study it was pruned). None outside such a job."""
+    number = sweep_trial()
+    storage, name = os.environ.get(STORAGE_ENV), os.environ.get(STUDY_ENV)
+    if number is None or not storage or not name:
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    pruner = _pruner(os.environ.get(PRUNER_ENV, "none"))
+    study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner)
+    # Optuna has no public way to reopen a running trial by number in another process.
+    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
+    trial = optuna.Trial(study, trial_id)
+
+    def should_stop(value: float, epoch: int) -> bool:
+        trial.report(value, epoch)
+        if not trial.should_prune():
+            return False
+        trial.set_user_attr(PRUNED_ATTR, epoch)
+        return True
+
+    return should_stop
+
+
+class Search:
+    """One sweeper process's share of a study: trials asked, launched as jobs, told."""
+
+    def __init__(
+        self,
+        settings: SearchSettings,
+        space: SearchSpace,
+        study: optuna.Study,
+        job_env: dict[str, str],
+        sweep_dir: Path,
+    ) -> None:
+        self.settings = settings
+        self.space = space
+        self.study = study
+        self.job_env = job_env  # what every trial's job needs to find the study
+        self.storage_url = job_env[STORAGE_ENV]
+        self.sweep_dir = sweep_dir
+
+    def parent_run_id(self) -> str | None:
+        """The MLflow parent run of this study's last sweep (None for a new study)."""
+        return self.study.user_attrs.get(PARENT_RUN_ATTR)
+
+    def remember_parent_run(self, run_id: str) -> None:
+        """Note ``run_id`` as the study's MLflow parent run, for the next sweep to continue."""
+        self.study.set_user_attr(PARENT_RUN_ATTR, run_id)
+
+    def run(self, launcher: Launcher) -> None:
+        """Run trials until the study has ``n_trials`` counted ones (or this process has
+        launched ``n_trials``), ``n_jobs`` at a time; write the best trial to
+        ``optimization_results.yaml`` in the sweep folder. Too many failed trials end the
+        sweep with exit code 1."""
+        stale = self._fail_stale_trials()
+        print(
+            f"sweep: optuna study {self.study.study_name} in {self.storage_url}: "
+            f"{self._counted()} of {self.settings.n_trials} trials done or running"
+            + (f", {stale} stale trial(s) marked FAIL" if stale else ""),
+            file=sys.stderr,
+        )
+        launched = failed = 0
+        while (batch := self._next_batch_size(launched)) > 0:
+            trials = [trial for _ in range(batch) if (trial := self._ask()) is not None]
+            if not trials:  # another sweeper took the last ones
+                continue
+            # Job folders are named by trial number (consecutive unless another sweeper
+            # asked in between), so a continued study never overwrites an earlier job.
+            returns = launcher.launch(
+                [self._job_overrides(trial) for trial in trials],
+                initial_job_idx=trials[0].number,
+            )
+            launched += len(returns)
+            failed += sum(
+                not self._tell(trial, ret) for trial, ret in zip(trials, returns, strict=True)
+            )
+            if failed / launched > self.settings.max_failure_rate:
+                exit_with_error(
+                    f"{failed} of {launched} trials failed, more than "
+                    f"hydra.sweeper.max_failure_rate={self.settings.max_failure_rate}",
+                    EXIT_RUN_FAILED,
+                )
+        self._write_results()
+
+    def _job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
+        """The trial's params and fixed values, and (in its environment, through
+        ``hydra.job.env_set``) its number and where its study is, for pruning."""
+        env = {**self.job_env, TRIAL_ENV: str(trial.number)}
+        return (
+            *self.space.job_overrides(trial),
+            *(f"++hydra.job.env_set.{key}={_quoted(value)}" for key, value in env.items()),
+        )
+
+    def _next_batch_size(self, launched: int) -> int:
+        """How many trials to ask for now: at most ``n_jobs``, no more than the study still
+        misses, and no more than this process may still launch (failed trials do not count
+        toward the total, so a search whose every trial fails still ends)."""
+        total = self.settings.n_trials
+        return max(0, min(self.settings.n_jobs, total - self._counted(), total - launched))
+
+    def _counted(self) -> int:
+        """The study's trials that count toward ``n_trials``: finished or still running."""
+        return len(self.study.get_trials(deepcopy=False, states=COUNTED))
+
+    def _fail_stale_trials(self) -> int:
+        """Mark FAIL each RUNNING trial whose sweeper process is gone (on this host);
+        return how many. Trials of a live sweeper, or of another host, are left alone."""
+        stale = 0
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = {
+                key.removeprefix(OWNER_PREFIX): str(value)
+                for key, value in trial.user_attrs.items()
+                if key.startswith(OWNER_PREFIX)
+            }
+            if owner_alive(owner) is False:
+                self.study.tell(trial.number, state=TrialState.FAIL)
+                stale += 1
+        return stale
+
+    def _ask(self) -> optuna.Trial | None:
+        """A new trial with every searched param sampled, owned by this process; None
+        when the study already had ``n_trials`` counted trials before it (another sweeper
+        asked at the same moment): that trial is recorded FAIL, tagged ``surplus``."""
+        trial = self.study.ask(fixed_distributions=self.space.distributions)
+        # The storage numbers trials under a lock, and a trial is RUNNING from its
+        # creation: every trial numbered below this one is in the storage already.
+        before = [
+            t
+            for t in self.study.get_trials(deepcopy=False, states=COUNTED)
+            if t.number < trial.number
+        ]
+        if len(before) >= self.settings.n_trials:
+            trial.set_user_attr(SURPLUS_ATTR, True)
+            self.study.tell(trial, state=TrialState.FAIL)
+            return None
+        for key, value in owner_tags().items():
+            trial.set_user_attr(OWNER_PREFIX + key, value)
+        return trial
+
+    def _tell(self, trial: optuna.Trial, ret: JobReturn) -> bool:
+        """Tell the study how ``trial``'s job ended; True if it completed with a score."""
+        value = _objective(ret)
+        # Read from the storage: the job (another process) may have set it.
+        attrs = self.study._storage.get_trial_user_attrs(trial._trial_id)
+        if value is not None and PRUNED_ATTR in attrs:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            return True
+        if value is None:
+            self.study.tell(trial, state=TrialState.FAIL)
+            return False
+        self.study.tell(trial, value)
+        return True
+
+    def _write_results(self) -> None:
+        """The study's best trial so far (all its trials, not only this process's)."""
+        results: dict[str, Any] = {
+            "name": "optuna",
+            "study_name": self.study.study_name,
+            "storage": self.storage_url,
+            "n_trials": len(self.study.trials),
+        }
+        try:
+            best = self.study.best_trial
+        except ValueError:  # no trial completed yet
+            best = None
+        if best is not None:
+            results |= {"best_params": best.params, "best_value": best.value}
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)
+
+
+def _quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value (a storage URL has ``:`` and ``/``)."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def _objective(ret: JobReturn) -> float | None:
+    """A job's validation accuracy; None when it failed (an exception, or NaN)."""
+    if ret.status is not JobStatus.COMPLETED:
+        return None
+    try:
+        value = float(ret.return_value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,378 @@
+"""The Optuna sweeper (hydra/sweeper=optuna): its search space, its persistent study shared
+and continued, and whole sweeps through the CLI (tiny data, in subprocesses)."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from conftest import run_cli
+from hydra.core.utils import JobReturn, JobStatus
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from mnist_exp.config.schema import ConfigError
+from mnist_exp.pipeline import search
+from mnist_exp.pipeline.search import SearchSettings
+
+SETTINGS = SearchSettings(
+    params={"model.dropout": "interval(0.0, 0.5)"},
+    n_trials=3,
+    n_jobs=2,
+    direction="maximize",
+    sampler="random",
+    pruner="median",
+    seed=0,
+    study_name="s",
+    storage=None,
+    max_failure_rate=1.0,
+)
+
+
+class FakeLauncher:
+    """Launches nothing: each job 'scores' its dropout (NaN for dropout above ``fail_above``)."""
+
+    def __init__(self, fail_above: float = 1.0) -> None:
+        self.fail_above = fail_above
+        self.jobs: list[tuple[int, Sequence[str]]] = []
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        """Record the jobs; return one JobReturn per job."""
+        returns = []
+        for i, overrides in enumerate(job_overrides):
+            self.jobs.append((initial_job_idx + i, overrides))
+            dropout = float(dict(o.split("=", 1) for o in overrides)["model.dropout"])
+            value = float("nan") if dropout > self.fail_above else dropout
+            returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=value))
+        return returns
+
+
+def open_search(tmp_path: Path, **changes) -> search.Search:
+    """A search of SETTINGS (changed as given) with its study beside ``tmp_path/mlflow.db``."""
+    settings = dataclasses.replace(SETTINGS, **changes)
+    storage = search.study_storage(settings, f"sqlite:///{tmp_path / 'mlflow.db'}")
+    space = search.parse_search_space([f"{k}={v}" for k, v in settings.params.items()])
+    study = search._open_study(storage, settings.study_name, settings.direction)
+    study.sampler = optuna.samplers.RandomSampler(seed=settings.seed)
+    env = {search.STORAGE_ENV: storage, search.STUDY_ENV: settings.study_name}
+    return search.Search(settings, space, study, env, tmp_path / "sweep")
+
+
+def test_search_space_syntax_of_the_old_plugin():
+    space = search.parse_search_space(
+        [
+            "a=interval(0.0, 0.5)",
+            "b=tag(log, interval(1e-4, 1e-2))",
+            "c=choice([256],[512,256])",
+            "d=range(1, 7, 2)",
+            "e=1,2",
+            "f=interval(1, 8)",
+            "g=3",
+            "h=choice(1, 2)",
+            "h=4",  # given again: replaces the first
+        ]
+    )
+    assert space.distributions == {
+        "a": FloatDistribution(0.0, 0.5),
+        "b": FloatDistribution(1e-4, 1e-2, log=True),
+        "c": CategoricalDistribution(["[256]", "[512,256]"]),
+        "d": IntDistribution(1, 5, step=2),
+        "e": CategoricalDistribution([1, 2]),
+        "f": FloatDistribution(1.0, 8.0),  # Hydra parses an interval's bounds as floats
+    }
+    assert space.fixed == {"g": "3", "h": "4"}
+
+
+@pytest.mark.parametrize("argument", ["a=interval(0.5, 0.1)", "a=interval(", "a=glob(*)"])
+def test_a_bad_search_space_is_a_config_error(argument):
+    with pytest.raises(ConfigError):
+        search.parse_search_space([argument])
+
+
+def test_the_study_lives_beside_a_sqlite_store_else_needs_a_url(tmp_path):
+    assert search.study_storage(SETTINGS, "sqlite:///outputs/mlflow.db") == (
+        f"sqlite:///{Path('outputs/optuna.db').resolve()}"
+    )
+    assert search.study_storage(dataclasses.replace(SETTINGS, storage="x://y"), "http://h") == (
+        "x://y"
+    )
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.storage: set it"):
+        search.study_storage(SETTINGS, "http://tracking:5000")
+
+
+def test_an_unusable_storage_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"^hydra\.sweeper\.storage=nosuch://x: cannot open"):
+        search._open_study("nosuch://x", "s", "maximize")
+
+
+def test_a_rerun_continues_the_study_and_only_runs_the_missing_trials(tmp_path):
+    launcher = FakeLauncher()
+    open_search(tmp_path).run(launcher)
+    assert [number for number, _ in launcher.jobs] == [0, 1, 2]  # batches of 2, then 1
+    open_search(tmp_path).run(launcher)
+    assert len(launcher.jobs) == 3  # nothing missing
+    open_search(tmp_path, n_trials=5).run(launcher)
+    assert [number for number, _ in launcher.jobs] == [0, 1, 2, 3, 4]
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+    results = yaml.safe_load((tmp_path / "sweep" / search.RESULTS_FILE).read_text())
+    assert results["best_value"] == max(t.value for t in study.trials)
+
+
+def test_failed_trials_do_not_count_but_a_sweep_still_ends(tmp_path):
+    launcher = FakeLauncher(fail_above=-1.0)  # every trial fails
+    open_search(tmp_path).run(launcher)
+    assert len(launcher.jobs) == 3
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert {t.state for t in study.trials} == {TrialState.FAIL}
+
+
+def test_too_many_failures_end_the_sweep_with_exit_1(tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        open_search(tmp_path, max_failure_rate=0.0).run(FakeLauncher(fail_above=-1.0))
+    assert stopped.value.code == 1
+
+
+def test_a_trial_left_running_by_a_dead_sweeper_fails_a_live_ones_is_kept(tmp_path):
+    first = open_search(tmp_path)
+    dead = first.study.ask()
+    for key, value in {"host": socket.gethostname(), "pid": "999999999"}.items():
+        dead.set_user_attr(search.OWNER_PREFIX + key, value)
+    live = first._ask()  # owned by this (live) process: another sweeper's trial in flight
+    launcher = FakeLauncher()
+    open_search(tmp_path).run(launcher)
+    states = {t.number: t.state for t in first.study.get_trials()}
+    assert states[dead.number] == TrialState.FAIL
+    assert states[live.number] == TrialState.RUNNING
+    assert len(launcher.jobs) == 2  # 3 counted: the live trial and 2 new ones
+
+
+@pytest.fixture
+def optuna_sweep(tmp_path, store, mnist_npz):
+    """Run a 1-epoch ``+sweep=optuna_mlp`` on tiny data into ``store`` with extra args."""
+
+    def _sweep(*args: str) -> object:
+        return run_cli(
+            [
+                "-m",
+                "+sweep=optuna_mlp",
+                "train.batch_size=128",  # fixed: fewer steps
+                "train.epochs=1",
+                "train.verbose=0",
+                *args,  # later values win
+                f"data.path={mnist_npz}",
+                f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                *store.overrides,
+            ],
+            cwd=tmp_path,
+        )
+
+    return _sweep
+
+
+@pytest.mark.slow
+def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, optuna_sweep):
+    done = optuna_sweep("hydra.sweeper.n_trials=2")
+    assert done.returncode == 0, done.stderr
+    runs = store.runs()
+    (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(kids) == 2 and all(kid.info.status == "FINISHED" for kid in kids)
+    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1"]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert [set(t.intermediate_values) for t in study.trials] == [{1}, {1}]  # from the jobs
+    assert sorted(t.value for t in study.trials) == sorted(
+        kid.data.metrics["final_val_accuracy"] for kid in kids
+    )
+
+    again = optuna_sweep("hydra.sweeper.n_trials=2")
+    assert again.returncode == 0, again.stderr
+    assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 2
+    more = optuna_sweep("hydra.sweeper.n_trials=3")
+    assert more.returncode == 0, more.stderr
+    assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 3
+    runs = store.runs()
+    (again_parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert again_parent.info.run_id == parent.info.run_id  # the study's parent, continued
+    assert again_parent.info.status == "FINISHED"
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1", "2"]
+    assert again_parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("hydra.sweeper.sampler=nope", "error: hydra.sweeper.sampler=nope: no such sampler; "),
+        ("model.dropout=interval(0.5,0.1)", "error: model.dropout=interval(0.5,0.1): bad search"),
+        ("hydra.sweeper.storage=nosuch://x", "error: hydra.sweeper.storage=nosuch://x: cannot"),
+        ("hydra.sweeper.pruner=nope", "error: hydra.sweeper.pruner=nope: no such pruner; "),
+    ],
+)
+def test_bad_sweeper_settings_are_one_line_exit_2_before_any_run(tmp_path, override, expected):
+    done = run_cli(
+        [
+            "-m",
+            "+sweep=optuna_mlp",
+            override,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(expected), line
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+class PruningLauncher(FakeLauncher):
+    """Runs each job here as a trial's job would: with its environment, reporting epochs
+    (each scoring its dropout) to the study."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self.monkeypatch = monkeypatch
+        self.stopped: list[int | None] = []
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        """Report 3 epochs per job, as its pruner allows; then score as FakeLauncher."""
+        for overrides in job_overrides:
+            for override in overrides:
+                if override.startswith("++hydra.job.env_set."):
+                    key, value = override.removeprefix("++hydra.job.env_set.").split("=", 1)
+                    self.monkeypatch.setenv(key, value.strip("'"))
+            should_stop = search.trial_pruning()
+            assert should_stop is not None
+            dropout = float(dict(o.split("=", 1) for o in overrides)["model.dropout"])
+            epoch = next((e for e in (1, 2, 3) if should_stop(dropout, e)), None)
+            self.stopped.append(epoch)
+        return super().launch(job_overrides, initial_job_idx)
+
+
+def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(search, "_pruner", lambda name: optuna.pruners.MedianPruner(1))
+    launcher = PruningLauncher(monkeypatch)
+    running = open_search(tmp_path, n_trials=6, n_jobs=1)
+    running.job_env[search.PRUNER_ENV] = "median"
+    running.run(launcher)
+    trials = optuna.load_study(
+        study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
+    ).get_trials()
+    assert launcher.stopped[0] is None  # the first trial has nothing to be compared with
+    for trial, stopped in zip(trials, launcher.stopped, strict=True):
+        if stopped is None:
+            assert trial.state == TrialState.COMPLETE
+        else:
+            assert trial.state == TrialState.PRUNED
+            assert trial.user_attrs[search.PRUNED_ATTR] == stopped == 1
+    assert TrialState.PRUNED in {t.state for t in trials}
+
+
+def test_outside_an_optuna_trial_nothing_reports(monkeypatch):
+    monkeypatch.delenv("MNIST_EXP_OPTUNA_TRIAL", raising=False)
+    assert search.trial_pruning() is None
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_training_and_its_run_ends_finished(tmp_path, store, optuna_sweep):
+    # 5 earlier trials, perfect after every epoch: the median pruner stops any real one.
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="pruned", storage=storage, direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1, 2: 1}))
+    done = optuna_sweep(
+        "hydra.sweeper.study_name=pruned", "hydra.sweeper.n_trials=6", "train.epochs=2"
+    )
+    assert done.returncode == 0, done.stderr
+    (run,) = [r for r in store.runs() if r.data.tags.get("mlflow.parentRunId")]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["sweep.trial_state"] == "PRUNED"
+    assert "final_val_accuracy" in run.data.metrics
+    history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [1]
+    trial = optuna.load_study(study_name="pruned", storage=storage).trials[-1]
+    assert trial.state == TrialState.PRUNED
+
+
+def test_a_sweeper_asking_beyond_n_trials_fails_that_trial_and_runs_nothing(tmp_path):
+    # Two sweepers both saw 0 of 1 trials and asked at once: the storage numbers them.
+    first, second = open_search(tmp_path, n_trials=1), open_search(tmp_path, n_trials=1)
+    kept = first._ask()
+    assert kept is not None
+    assert second._ask() is None  # trial 0 (first's, RUNNING) counts: its own is surplus
+    launcher = FakeLauncher()
+    second.run(launcher)
+    assert launcher.jobs == []
+    trials = first.study.get_trials()
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.RUNNING), (1, TrialState.FAIL)]
+    assert trials[1].user_attrs == {search.SURPLUS_ATTR: True}
+
+
+@pytest.mark.slow
+def test_two_sweepers_started_together_share_one_study_without_duplicates(
+    tmp_path, store, mnist_npz
+):
+    storage = f"sqlite:///{tmp_path / 'shared-optuna.db'}"
+    common = [
+        "-m",
+        "+sweep=optuna_mlp",
+        "hydra.sweeper.study_name=shared",
+        f"hydra.sweeper.storage={storage}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=1",
+        "train.batch_size=128",
+        "train.epochs=1",
+        "train.verbose=0",
+        f"data.path={mnist_npz}",
+        *store.overrides,
+    ]
+    sweepers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "mnist_exp.run", *common, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("sweep-a", "sweep-b")
+    ]
+    for sweeper in sweepers:
+        _, stderr = sweeper.communicate(timeout=600)
+        assert sweeper.returncode == 0, stderr[-3000:]
+
+    trials = optuna.load_study(study_name="shared", storage=storage).get_trials()
+    done = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(done) == 4  # exactly n_trials, between the two of them
+    # Anything else is a trial asked for in a race for the last slot, never run.
+    assert all(t.user_attrs.get(search.SURPLUS_ATTR) for t in trials if t not in done)
+    # Each trial ran once, as one job of one sweeper, and both sweepers took part.
+    jobs = {
+        name: sorted(p.parent.name for p in (tmp_path / name).glob("*/.hydra"))
+        for name in ("sweep-a", "sweep-b")
+    }
+    assert sorted(jobs["sweep-a"] + jobs["sweep-b"], key=int) == [str(t.number) for t in done]
+    assert all(jobs.values()), jobs
+    runs = store.runs()
+    parents = {r.info.run_id for r in runs if r.data.tags.get("sweep.role") == "parent"}
+    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in parents]
+    assert len(kids) == len(runs) - len(parents)  # every other run is a sweeper's child
+    assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in done]
+    assert all(kid.info.status == "FINISHED" for kid in kids)
+    values = {t.number: t.value for t in done if t.state == TrialState.COMPLETE}
+    for kid in kids:
+        if int(kid.data.tags["sweep.trial"]) in values:
+            assert (
+                kid.data.metrics["final_val_accuracy"] == values[int(kid.data.tags["sweep.trial"])]
+            )
