@@ -4,6 +4,11 @@ An interrupt that lands inside a database write can leave the SQLite store mid-t
 and the run's final status unwritable. :func:`install` routes SIGINT and SIGTERM through
 one handler; inside :func:`deferred` the signal is only noted, and raised as soon as the
 write is done (a few milliseconds later).
+
+Library code can swallow the ``KeyboardInterrupt``: TensorFlow's C++ fast path checks for
+signals while it executes an op and may clear the error to retry on its slow path. So a
+signal is also remembered, and :func:`raise_if_received` (called after every epoch and
+before a run is recorded as finished) raises it again.
 """
 
 from __future__ import annotations
@@ -15,17 +20,21 @@ from contextlib import contextmanager
 
 _depth = 0
 _pending: int | None = None
+_received: int | None = None  # the last signal this process got, delivered or not
 
 
 def install() -> None:
     """Make SIGINT and SIGTERM raise ``KeyboardInterrupt`` (main thread only; idempotent)."""
     if threading.current_thread() is threading.main_thread():
+        global _received
+        _received = None
         signal.signal(signal.SIGINT, _handler)
         signal.signal(signal.SIGTERM, _handler)
 
 
 def _handler(signum: int, frame: object) -> None:
-    global _pending
+    global _pending, _received
+    _received = signum
     if _depth:
         _pending = signum
         return
@@ -44,3 +53,10 @@ def deferred() -> Iterator[None]:
         if not _depth and _pending is not None:
             signum, _pending = _pending, None
             raise KeyboardInterrupt(f"signal {signum}")
+
+
+def raise_if_received() -> None:
+    """Raise ``KeyboardInterrupt`` if a signal arrived since :func:`install`, even one whose
+    exception some library swallowed (outside a :func:`deferred` block only)."""
+    if _received is not None and not _depth:
+        raise KeyboardInterrupt(f"signal {_received}")

@@ -56,6 +56,7 @@ from optuna.trial import TrialState
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
+from mnist_exp.interrupts import deferred
 from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import sqlite_path, store_lock
@@ -349,10 +350,16 @@ class Search:
                 continue
             # Job folders are named by trial number (consecutive unless another sweeper
             # asked in between), so a continued study never overwrites an earlier job.
-            returns = launcher.launch(
-                [self._job_overrides(trial) for trial in trials],
-                initial_job_idx=trials[0].number,
-            )
+            try:
+                returns = launcher.launch(
+                    [self._job_overrides(trial) for trial in trials],
+                    initial_job_idx=trials[0].number,
+                )
+            except KeyboardInterrupt:
+                with deferred():  # Ctrl-C: the trials in flight failed, the study is whole
+                    for trial in trials:
+                        self.study.tell(trial, state=TrialState.FAIL)
+                raise
             launched += len(returns)
             failed += sum(
                 not self._tell(trial, ret) for trial, ret in zip(trials, returns, strict=True)

@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.data.splits import IMAGE_PIXELS, Splits
 from mnist_exp.errors import RunFailed
-from mnist_exp.interrupts import deferred
+from mnist_exp.interrupts import deferred, raise_if_received
 from mnist_exp.results.report import ClassificationReport, write_report
 from mnist_exp.tracking.lineage import dataset_inputs
 from mnist_exp.tracking.owner import owner_tags
@@ -102,6 +102,7 @@ def _tracked_run(
             mlflow.set_tags(owner_tags())  # a resumed run has a new owner
     try:
         yield run
+        raise_if_received()  # an interrupt some library swallowed: the run did not finish
     except KeyboardInterrupt:
         _end_run(RunStatus.KILLED)
         raise

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_exp import STARTED_AT
+from mnist_exp import STARTED_AT, interrupts
 from mnist_exp.data.splits import Splits
 from mnist_exp.errors import RunFailed
 from mnist_exp.training.checkpoint import Checkpoint
@@ -87,6 +87,7 @@ class EpochMetricsCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Forward the finished epoch's metrics and its duration, timing the write."""
+        interrupts.raise_if_received()  # stop before logging an epoch a Ctrl-C cut into
         start = time.perf_counter()
         metrics = {name: float(value) for name, value in (logs or {}).items()}
         metrics["epoch_seconds"] = start - self.epoch_started_at  # training and validation

@@ -13,7 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import interrupt_during_training, run_cli
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -178,36 +178,63 @@ def optuna_sweep(tmp_path, store, mnist_npz):
 
 
 @pytest.mark.slow
-def test_a_study_is_one_parent_and_continues_when_run_again(tmp_path, store, optuna_sweep):
-    done = optuna_sweep("hydra.sweeper.n_trials=2")
-    assert done.returncode == 0, done.stderr
-    runs = store.runs()
-    (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(kids) == 2 and all(kid.info.status == "FINISHED" for kid in kids)
-    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1"]
+def test_a_study_stopped_with_ctrl_c_is_continued_to_exactly_n_trials_under_one_parent(
+    tmp_path, store, optuna_sweep, mnist_npz
+):
+    study_name = "stopped"  # named: the interrupted command trains longer (other overrides)
+    code, stderr = interrupt_during_training(
+        [
+            "-m",
+            "+sweep=optuna_mlp",
+            f"hydra.sweeper.study_name={study_name}",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_jobs=1",
+            "train.batch_size=128",
+            f"data.path={mnist_npz}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            *store.overrides,
+        ],
+        tmp_path,
+    )
+    assert code == 130, stderr
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    (summary,) = optuna.get_all_study_summaries(storage)
-    study = optuna.load_study(study_name=summary.study_name, storage=storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    assert [set(t.intermediate_values) for t in study.trials] == [{1}, {1}]  # from the jobs
-    assert sorted(t.value for t in study.trials) == sorted(
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]  # told, not left RUNNING
+    (parent,) = [r for r in store.runs() if r.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.status == "KILLED"
+    assert [r.info.status for r in store.sweep_children()] == ["KILLED"]
+
+    done = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=2")
+    assert done.returncode == 0, done.stderr
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2  # exactly n_trials, the interrupted one not counted
+    assert [set(t.intermediate_values) for t in complete] == [{1}, {1}]  # from the jobs
+    runs = store.runs()
+    (again,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
+    assert again.info.run_id == parent.info.run_id  # the study's parent, continued
+    assert again.info.status == "FINISHED"
+    kids = [r for r in store.sweep_children() if r.info.status == "FINISHED"]
+    assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [
+        t.number for t in complete
+    ]
+    assert sorted(t.value for t in complete) == sorted(
         kid.data.metrics["final_val_accuracy"] for kid in kids
     )
 
-    again = optuna_sweep("hydra.sweeper.n_trials=2")
-    assert again.returncode == 0, again.stderr
-    assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 2
-    more = optuna_sweep("hydra.sweeper.n_trials=3")
+    more = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr
-    assert len(optuna.load_study(study_name=summary.study_name, storage=storage).trials) == 3
-    runs = store.runs()
-    (again_parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
-    assert again_parent.info.run_id == parent.info.run_id  # the study's parent, continued
-    assert again_parent.info.status == "FINISHED"
-    kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(kid.data.tags["sweep.trial"] for kid in kids) == ["0", "1", "2"]
-    assert again_parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    (parent,) = [r for r in store.runs() if r.data.tags.get("sweep.role") == "parent"]
+    assert parent.info.run_id == again.info.run_id
+    assert parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
+
+
+def test_the_default_study_name_follows_the_search_not_the_order_of_overrides():
+    first = search.default_study_name(["model.dropout=interval(0,0.5)", "train.epochs=2"])
+    assert first == search.default_study_name(["train.epochs=2", "model.dropout=interval(0,0.5)"])
+    assert first != search.default_study_name(["model.dropout=interval(0,0.5)", "train.epochs=3"])
 
 
 @pytest.mark.parametrize(
