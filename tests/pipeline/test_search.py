@@ -215,9 +215,7 @@ def test_a_study_stopped_with_ctrl_c_is_continued_to_exactly_n_trials_under_one_
     assert again.info.run_id == parent.info.run_id  # the study's parent, continued
     assert again.info.status == "FINISHED"
     kids = [r for r in store.sweep_children() if r.info.status == "FINISHED"]
-    assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [
-        t.number for t in complete
-    ]
+    assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in complete]
     assert sorted(t.value for t in complete) == sorted(
         kid.data.metrics["final_val_accuracy"] for kid in kids
     )
