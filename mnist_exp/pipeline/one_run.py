@@ -22,7 +22,7 @@ from mnist_exp.results.leaderboard import OBJECTIVE
 from mnist_exp.results.summary import run_summary
 from mnist_exp.tracking.recorder import RunRecorder, git_commit
 from mnist_exp.tracking.store import ui_command
-from mnist_exp.tracking.sweep_record import DIGEST_TAG
+from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
 from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder, save_checkpoints
 from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
 from mnist_exp.training.model import build_for_training, parameter_counts
@@ -131,7 +131,7 @@ def _train(
     fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
     recorder.log_metrics({**clock.timings(), OBJECTIVE: fitted.val_accuracy})
     if pruning is not None and pruning.stopped_after is not None:
-        recorder.set_tags({"sweep.trial_state": "PRUNED"})  # the run itself ends FINISHED
+        recorder.set_tags({TRIAL_STATE_TAG: "PRUNED"})  # the run itself ends FINISHED
     return fitted
 
 

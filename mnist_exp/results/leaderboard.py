@@ -22,13 +22,16 @@ class JobResult:
     val_accuracy: float | None
     test_accuracy: float | None
     error: str | None = None
+    pruned: bool = False  # stopped early by the study's pruner (the run itself FINISHED)
 
 
 @dataclass(frozen=True)
 class Leaderboard:
-    """Finished runs ranked by validation accuracy, the failed ones, and the swept keys."""
+    """Finished runs ranked by validation accuracy, the pruned and the failed ones, and
+    the swept keys."""
 
     ranked: list[JobResult]
+    pruned: list[JobResult]  # finished early by the study's pruner: listed, never ranked
     failed: list[JobResult]
     swept: list[str]
 
@@ -39,19 +42,23 @@ class Leaderboard:
 
     @classmethod
     def from_results(cls, results: list[JobResult]) -> Leaderboard:
-        """Rank finished runs (best validation accuracy first); keys that vary are 'swept'."""
+        """Rank finished runs (best validation accuracy first); a pruned trial's run is
+        listed apart (its accuracy is from an early epoch); keys that vary are 'swept'."""
         finished = [r for r in results if r.status == "FINISHED" and r.val_accuracy is not None]
-        ranked = sorted(finished, key=lambda r: -r.val_accuracy)
+        pruned = [r for r in finished if r.pruned]
+        ranked = sorted((r for r in finished if not r.pruned), key=lambda r: -r.val_accuracy)
         failed = [r for r in results if r not in finished]
         keys = sorted({key for r in results for key in r.params})
         swept = [k for k in keys if len({r.params.get(k) for r in results}) > 1]
-        return cls(ranked=ranked, failed=failed, swept=swept)
+        return cls(ranked=ranked, pruned=pruned, failed=failed, swept=swept)
 
     def rows(self) -> list[dict[str, str]]:
-        """One row per run (ranked, then failed), as strings, for every table format."""
+        """One row per run (ranked, then pruned, then failed), as strings, for every table
+        format."""
         rows = []
         for rank, result in enumerate(self.ranked, start=1):
             rows.append(self._row(result, str(rank), "*" if rank == 1 else ""))
+        rows.extend(self._row(result, "-", "PRUNED") for result in self.pruned)
         rows.extend(self._row(result, "-", result.status) for result in self.failed)
         return rows
 

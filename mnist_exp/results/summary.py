@@ -67,7 +67,8 @@ def sweep_summary(
     lines = [
         "",
         f"Sweep {sweep_dir}: {len(board.ranked)} finished{reused}, "
-        f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
+        + (f"{len(board.pruned)} pruned, " if board.pruned else "")
+        + f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
         text_table(board.rows()),
     ]
     if groups := board.seed_groups():

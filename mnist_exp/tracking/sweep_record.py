@@ -34,6 +34,7 @@ BEST_TAG = "sweep.best"
 FINGERPRINT_TAG = "sweep.fingerprint"  # on a grid sweep's parent: its overrides, hashed
 DIGEST_TAG = "sweep.config_digest"  # on every child: its resolved config, hashed
 SKIPPED_TAG = "sweep.skipped_jobs"  # on a parent: jobs its last attempt did not re-run
+TRIAL_STATE_TAG = "sweep.trial_state"  # on an Optuna trial's run the pruner stopped: PRUNED
 REGISTER_AS = "mnist-best"  # the name the printed registration command uses
 
 
@@ -154,6 +155,7 @@ class SweepRecorder:
                 val_accuracy=run.data.metrics.get(OBJECTIVE),
                 test_accuracy=run.data.metrics.get("test_accuracy"),
                 error=run.data.tags.get("error"),
+                pruned=run.data.tags.get(TRIAL_STATE_TAG) == "PRUNED",
             )
             for run in (_current(children) if one_per_config else children)
         ]
@@ -180,6 +182,7 @@ class SweepRecorder:
             client.log_artifacts(self.run_id, folder)
         client.log_metric(self.run_id, "finished_runs", len(board.ranked))
         client.log_metric(self.run_id, "failed_runs", len(board.failed))
+        client.log_metric(self.run_id, "pruned_runs", len(board.pruned))
         if board.best is not None:
             client.set_tag(board.best.run_id, BEST_TAG, "true")
             client.set_tag(self.run_id, "best_run_id", board.best.run_id)

@@ -201,13 +201,18 @@ def optuna_storage(postgres: str) -> str:
 
 
 @pytest.mark.slow
-def test_cluster_optuna_study_in_postgres(
+def test_cluster_optuna_study_in_postgres_prunes_trials_from_ray_workers(
     tracking_server, ray_head, optuna_storage, mnist_npz, tmp_path
 ):
     import optuna
     from optuna.trial import TrialState
 
     url, _ = tracking_server
+    # 5 earlier trials, perfect after every epoch: the median pruner stops the 2 new ones
+    # after their first epoch, which Ray's workers report to the study in PostgreSQL.
+    study = optuna.create_study(study_name="cluster", storage=optuna_storage, direction="maximize")
+    for _ in range(5):
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1, 2: 1}))
     shutil.copy(mnist_npz, tmp_path / "digits.npz")
     result = run_cli(
         [
@@ -219,7 +224,7 @@ def test_cluster_optuna_study_in_postgres(
             f"hydra.launcher.ray.init.address={ray_head}",
             f"hydra.sweeper.storage={optuna_storage}",
             "hydra.sweeper.study_name=cluster",
-            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.n_trials=7",
             "train.batch_size=128",
             "data.path=digits.npz",
             "train.epochs=2",
@@ -231,10 +236,9 @@ def test_cluster_optuna_study_in_postgres(
     )
     assert result.returncode == 0, result.stderr[-3000:]
 
-    trials = optuna.load_study(study_name="cluster", storage=optuna_storage).get_trials()
-    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
-    # The jobs, in Ray's workers, reported both epochs to the study in PostgreSQL.
-    assert [set(t.intermediate_values) for t in trials] == [{1, 2}, {1, 2}]
+    trials = optuna.load_study(study_name="cluster", storage=optuna_storage).get_trials()[5:]
+    assert [t.state for t in trials] == [TrialState.PRUNED] * 2
+    assert [set(t.intermediate_values) for t in trials] == [{1}, {1}]
 
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name("cluster-optuna")
@@ -242,12 +246,11 @@ def test_cluster_optuna_study_in_postgres(
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     children = [run for run in runs if run is not parent]
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["finished_runs"] == 2
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
-    assert sorted(child.data.tags["sweep.trial"] for child in children) == ["0", "1"]
-    assert all(child.info.status == "FINISHED" for child in children)
+    assert sorted(child.data.tags["sweep.trial"] for child in children) == ["5", "6"]
     assert None not in {child.data.tags.get("ray.node_id") for child in children}
-    values = {str(t.number): t.value for t in trials}
-    for child in children:
-        assert child.data.metrics["final_val_accuracy"] == values[child.data.tags["sweep.trial"]]
-        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
+    for child in children:  # stopped after epoch 1 of 2, its run complete and marked pruned
+        assert child.info.status == "FINISHED"
+        assert child.data.tags["sweep.trial_state"] == "PRUNED"
+        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 1
+        assert "test_accuracy" in child.data.metrics

@@ -3,6 +3,7 @@ and continued, and whole sweeps through the CLI (tiny data, in subprocesses)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import socket
 import subprocess
@@ -223,7 +224,12 @@ def test_a_study_stopped_with_ctrl_c_is_continued_to_exactly_n_trials_under_one_
     more = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr
     study = optuna.load_study(study_name=study_name, storage=storage)
-    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 3
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 3
+    # The study's verdict is its highest validation accuracy (a misplaced direction would
+    # silently pick the lowest).
+    results = yaml.safe_load((tmp_path / "sweep" / "optimization_results.yaml").read_text())
+    assert results["best_value"] == max(t.value for t in complete)
     (parent,) = [r for r in store.runs() if r.data.tags.get("sweep.role") == "parent"]
     assert parent.info.run_id == again.info.run_id
     assert parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
@@ -311,14 +317,20 @@ def test_outside_an_optuna_trial_nothing_reports(monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_pruned_trial_stops_training_and_its_run_ends_finished(tmp_path, store, optuna_sweep):
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])  # Ray: test_cluster.py
+def test_a_pruned_trial_stops_training_and_its_run_ends_finished(
+    tmp_path, store, optuna_sweep, launcher
+):
     # 5 earlier trials, perfect after every epoch: the median pruner stops any real one.
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="pruned", storage=storage, direction="maximize")
     for _ in range(5):
         study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1, 2: 1}))
     done = optuna_sweep(
-        "hydra.sweeper.study_name=pruned", "hydra.sweeper.n_trials=6", "train.epochs=2"
+        "hydra.sweeper.study_name=pruned",
+        "hydra.sweeper.n_trials=6",
+        "train.epochs=2",
+        f"hydra/launcher={launcher}",  # joblib: the job reports from a worker process
     )
     assert done.returncode == 0, done.stderr
     (run,) = [r for r in store.runs() if r.data.tags.get("mlflow.parentRunId")]
@@ -329,6 +341,12 @@ def test_a_pruned_trial_stops_training_and_its_run_ends_finished(tmp_path, store
     assert [m.step for m in history] == [1]
     trial = optuna.load_study(study_name="pruned", storage=storage).trials[-1]
     assert trial.state == TrialState.PRUNED
+    # The leaderboard lists it as pruned (not ranked, not failed).
+    (parent,) = [r for r in store.runs() if r.data.tags.get("sweep.role") == "parent"]
+    board = store.client().download_artifacts(parent.info.run_id, "leaderboard.csv", tmp_path)
+    (row,) = csv.DictReader(Path(board).read_text().splitlines())
+    assert (row["run_id"], row["best"]) == (run.info.run_id, "PRUNED")
+    assert "0 finished, 1 pruned, 0 failed" in done.stdout
 
 
 def test_a_sweeper_asking_beyond_n_trials_fails_that_trial_and_runs_nothing(tmp_path):

@@ -8,10 +8,10 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from conftest import Store, mlflow_on_loopback, run_cli
+from conftest import Store, in_process, mlflow_on_loopback, run_cli
 from PIL import Image
 
-from mnist_exp.cli import predict
+from mnist_exp.cli import evaluate, predict
 from mnist_exp.data.splits import load_splits
 from mnist_exp.pipeline.one_run import JobInfo, run_one
 from mnist_exp.results.report import ClassificationReport
@@ -128,11 +128,11 @@ def test_run_logs_figures_and_reports_that_match_its_test_set(trained, tmp_path)
 def test_evaluate_reproduces_the_runs_test_accuracy_exactly(trained, mnist_npz):
     store, first, second, _, folder = trained
     for reference in (f"run_id={first.info.run_id}", f"model_uri=models:/{MODEL_NAME}/2"):
-        done = run_cli(
-            [reference, f"data.path={mnist_npz}", *store.overrides],
-            cwd=folder,
-            module="mnist_exp.evaluate",
-        )
+        args = [reference, f"data.path={mnist_npz}", *store.overrides]
+        if reference.startswith("run_id"):
+            done = run_cli(args, cwd=folder, module="mnist_exp.evaluate")
+        else:  # the same command in this process (its imports paid for already)
+            done = in_process(evaluate.main, [*args, f"hydra.run.dir={folder / 'evaluate'}"])
         assert done.returncode == 0, done.stderr
         evaluation = next(
             run
@@ -238,3 +238,27 @@ def test_predict_request_mode_prints_a_serving_body(tmp_path, capsys, mnist_npz)
     assert predict.main(["unused-model", str(tmp_path / "digit.png"), "--request"]) == 0
     body = json.loads(capsys.readouterr().out)
     assert np.array(body["inputs"]).shape == (1, 784)
+
+
+def test_a_pruned_trial_is_listed_as_pruned_never_ranked_nor_failed():
+    from mnist_exp.results.leaderboard import JobResult, Leaderboard
+
+    def result(run_id, status, dropout, val, pruned=False):
+        return JobResult(run_id, status, {"model.dropout": dropout}, val, val, pruned=pruned)
+
+    board = Leaderboard.from_results(
+        [
+            result("a", "FINISHED", "0.1", 0.90),
+            result("b", "FINISHED", "0.2", 0.95, pruned=True),  # high after 1 epoch
+            result("c", "FAILED", "0.3", None),
+            result("d", "FINISHED", "0.4", 0.80),
+        ]
+    )
+    assert [r.run_id for r in board.ranked] == ["a", "d"]
+    assert board.best.run_id == "a"
+    assert [(row["run_id"], row["rank"], row["best"]) for row in board.rows()] == [
+        ("a", "1", "*"),
+        ("d", "2", ""),
+        ("b", "-", "PRUNED"),
+        ("c", "-", "FAILED"),
+    ]
