@@ -180,7 +180,8 @@ def wait_until(
         time.sleep(0.5)
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """Whether ``url`` answers 200 within 2 s."""
     try:
         with urllib.request.urlopen(url, timeout=2) as reply:
             return reply.status == 200
@@ -220,7 +221,7 @@ def mlflow_on_loopback(
     try:
         url = f"http://127.0.0.1:{port}"
         wait_until(
-            lambda: _answers(f"{url}{health_path}"),
+            lambda: answers(f"{url}{health_path}"),
             process,
             lambda: process.stderr.read().decode(),
             f"mlflow {args[0]}",

@@ -146,7 +146,8 @@ def test_every_server_command_in_the_docs_and_makefile_binds_loopback():
         for block in re.findall(r"```bash\n(.*?)```", page.read_text(), flags=re.S)
     )
     lines = [*documented.splitlines(), *(REPO / "Makefile").read_text().splitlines()]
-    commands = [line for line in lines if re.search(r"mlflow (ui|server|models serve)\b", line)]
+    servers = r"mlflow (ui|server|models serve)\b|optuna-dashboard "
+    commands = [line for line in lines if re.search(servers, line)]
     assert len(commands) >= 3, "the docs show the UI, the server and serving"
     for command in commands:
         assert "--host 127.0.0.1" in command, command

@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
-from conftest import interrupt_during_training, run_cli
+from conftest import (
+    answers,
+    free_port,
+    interrupt_during_training,
+    run_cli,
+    stop_process_group,
+    wait_until,
+)
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
@@ -419,3 +428,27 @@ def test_two_sweepers_started_together_share_one_study_without_duplicates(
             assert (
                 kid.data.metrics["final_val_accuracy"] == values[int(kid.data.tags["sweep.trial"])]
             )
+
+
+def test_optuna_dashboard_shows_a_study_on_loopback(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="watched", storage=storage, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.9, intermediate_values={1: 0.8}))
+    port = free_port()
+    command = str(Path(sys.executable).parent / "optuna-dashboard")
+    dashboard = subprocess.Popen(
+        [command, storage, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api/studies"
+    try:
+        wait_until(
+            lambda: answers(url), dashboard, lambda: dashboard.stderr.read().decode(), "dashboard"
+        )
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            studies = json.load(reply)["study_summaries"]
+    finally:
+        stop_process_group(dashboard)
+    assert [s["study_name"] for s in studies] == ["watched"]
