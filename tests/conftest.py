@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -26,6 +27,9 @@ from omegaconf import DictConfig
 from mnist_exp.cli.run import main as run_main
 from mnist_exp.config.schema import validate
 from mnist_exp.data.idx import IDX_FILES
+
+if TYPE_CHECKING:
+    from mnist_exp.data.splits import Splits
 
 # Keep every test offline and quiet, in this process and in the subprocesses it starts.
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
@@ -93,6 +97,19 @@ def make_config() -> Callable[..., DictConfig]:
             return validate(compose("config", overrides=list(overrides)))
 
     return _make
+
+
+def train_in_process(*overrides: str) -> Splits:
+    """One run of ``conf/`` composed with ``overrides``, trained and recorded by
+    ``run_one`` in this process (the CLI's work without its start-up); the data it used."""
+    from mnist_exp.data.splits import load_splits
+    from mnist_exp.pipeline.one_run import JobInfo, run_one
+
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        cfg = validate(compose("config", overrides=list(overrides)))
+    splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
+    run_one(cfg, splits, JobInfo(overrides=list(overrides)))
+    return splits
 
 
 def run_cli(

@@ -18,7 +18,8 @@ Two sweepers asking for the study's last missing trial at the same moment both g
 without running it, and stops, so the study ends with exactly ``n_trials``. A SQLite
 storage is created under a lock beside it, and waits for the other writer
 (:data:`SQLITE_TIMEOUT_S`) instead of failing with "database is locked".
-A trial left RUNNING by a sweeper process that is gone is marked FAIL. The study
+A trial left RUNNING by a sweeper process that is gone is marked FAIL; Ctrl-C marks the
+trials in flight FAIL at once. The study
 remembers its MLflow parent run, which a continuing sweep reopens.
 
 Pruning: every trial's job finds its trial through its environment (``hydra.job.env_set``:

@@ -8,12 +8,10 @@ import urllib.request
 import keras
 import numpy as np
 import pytest
-from conftest import Store, in_process, mlflow_on_loopback, run_cli
+from conftest import Store, in_process, mlflow_on_loopback, run_cli, train_in_process
 from PIL import Image
 
 from mnist_exp.cli import evaluate, predict
-from mnist_exp.data.splits import load_splits
-from mnist_exp.pipeline.one_run import JobInfo, run_one
 from mnist_exp.results.report import ClassificationReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -23,10 +21,6 @@ MODEL_NAME = "mnist-test"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mnist_npz):
     """Two real 3-epoch runs registered as versions 1 and 2 of MODEL_NAME."""
-    from hydra import compose, initialize_config_module
-
-    from mnist_exp.config.schema import validate
-
     folder = tmp_path_factory.mktemp("results")
     store = Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifacts=folder / "mlartifacts")
     overrides = [
@@ -36,11 +30,8 @@ def trained(tmp_path_factory, mnist_npz):
         "train.verbose=0",
         *store.overrides,
     ]
-    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
-        cfg = validate(compose("config", overrides=overrides))
-    splits = load_splits(cfg.data, cfg.train.validation_split, cfg.seed)
     for _ in range(2):
-        run_one(cfg, splits, JobInfo(overrides=overrides))
+        splits = train_in_process(*overrides)
     first, second = store.runs()
     return store, first, second, splits, folder
 
