@@ -281,10 +281,11 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def trial_pruning() -> Callable[[float, int], bool] | None:
+def trial_pruning() -> Callable[[float, int, bool], bool] | None:
     """In an Optuna trial's job: a function that reports an epoch's validation accuracy
     to the trial and says whether the pruner stops it (and if so notes the epoch on the
-    trial, for the sweeper to tell the study it was pruned). None outside such a job."""
+    trial, for the sweeper to tell the study it was pruned). After the last epoch there
+    is nothing left to save: the trial completes with its value. None outside such a job."""
     number = sweep_trial()
     storage, name = os.environ.get(STORAGE_ENV), os.environ.get(STUDY_ENV)
     if number is None or not storage or not name:
@@ -296,9 +297,9 @@ def trial_pruning() -> Callable[[float, int], bool] | None:
     trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
     trial = optuna.Trial(study, trial_id)
 
-    def should_stop(value: float, epoch: int) -> bool:
+    def should_stop(value: float, epoch: int, last: bool) -> bool:
         trial.report(value, epoch)
-        if not trial.should_prune():
+        if last or not trial.should_prune():
             return False
         trial.set_user_attr(PRUNED_ATTR, epoch)
         return True

@@ -48,11 +48,12 @@ class StopOnDivergence(keras.callbacks.Callback):
 
 
 class StopWhenTold(keras.callbacks.Callback):
-    """Passes each epoch's validation accuracy and number (from 1) to
-    ``should_stop(value, epoch)``; stops training after an epoch for which it returns True
-    (an Optuna pruner's verdict), and keeps that epoch in ``stopped_after``."""
+    """Passes each epoch's validation accuracy, its number (from 1) and whether it is the
+    last epoch to ``should_stop(value, epoch, last)``; stops training after an epoch for
+    which it returns True (an Optuna pruner's verdict), and keeps that epoch in
+    ``stopped_after``."""
 
-    def __init__(self, should_stop: Callable[[float, int], bool]) -> None:
+    def __init__(self, should_stop: Callable[[float, int, bool], bool]) -> None:
         super().__init__()
         self.should_stop = should_stop
         self.stopped_after: int | None = None
@@ -60,7 +61,8 @@ class StopWhenTold(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Ask whether to stop after this epoch; stop if so."""
         value = (logs or {}).get("val_accuracy")
-        if value is not None and self.should_stop(float(value), epoch + 1):
+        last = epoch + 1 >= self.params.get("epochs", 0)
+        if value is not None and self.should_stop(float(value), epoch + 1, last):
             self.stopped_after = epoch + 1
             self.model.stop_training = True
 

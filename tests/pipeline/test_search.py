@@ -31,6 +31,7 @@ from optuna.trial import TrialState
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.pipeline import search
 from mnist_exp.pipeline.search import SearchSettings
+from mnist_exp.pipeline.sweep import TRIAL_ENV
 
 SETTINGS = SearchSettings(
     params={"model.dropout": "interval(0.0, 0.5)"},
@@ -296,7 +297,7 @@ class PruningLauncher(FakeLauncher):
             should_stop = search.trial_pruning()
             assert should_stop is not None
             dropout = float(dict(o.split("=", 1) for o in overrides)["model.dropout"])
-            epoch = next((e for e in (1, 2, 3) if should_stop(dropout, e)), None)
+            epoch = next((e for e in (1, 2, 3) if should_stop(dropout, e, e == 3)), None)
             self.stopped.append(epoch)
         return super().launch(job_overrides, initial_job_idx)
 
@@ -452,3 +453,19 @@ def test_optuna_dashboard_shows_a_study_on_loopback(tmp_path):
     finally:
         stop_process_group(dashboard)
     assert [s["study_name"] for s in studies] == ["watched"]
+
+
+def test_after_its_last_epoch_a_trial_completes_whatever_the_pruner_says(tmp_path, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for _ in range(5):  # perfect after epoch 1: the median pruner stops anything worse
+        study.add_trial(optuna.trial.create_trial(value=1.0, intermediate_values={1: 1}))
+    monkeypatch.setenv(search.STORAGE_ENV, storage)
+    monkeypatch.setenv(search.STUDY_ENV, "s")
+    monkeypatch.setenv(search.PRUNER_ENV, "median")
+    verdicts = []
+    for last in (False, True):
+        monkeypatch.setenv(TRIAL_ENV, str(study.ask().number))
+        verdicts.append(search.trial_pruning()(0.1, 1, last))
+    assert verdicts == [True, False]  # pruned with epochs to go; after the last, complete
+    assert [t.intermediate_values for t in study.get_trials()[5:]] == [{1: 0.1}, {1: 0.1}]
