@@ -138,12 +138,13 @@ def run_cli(
 
 
 def in_process(main: Callable[[], object], args: list[str]) -> subprocess.CompletedProcess:
-    """Run a command's ``main()`` in this process with ``args`` as its command line, as
-    ``run_cli`` would in a subprocess, only without paying for the imports again: exit
-    code and captured output (what Python writes to the standard streams)."""
+    """Run a Hydra command's ``main()`` in this process with ``args`` as its command line,
+    as ``run_cli`` would in a subprocess, only without paying for the imports again: exit
+    code and captured output (what Python writes to the standard streams). Hydra's logging
+    is off: a log handler left on the captured streams would break this test process."""
     stdout, stderr = io.StringIO(), io.StringIO()  # never closed: nothing holds a dead stream
     argv = sys.argv
-    sys.argv = ["mnist_exp", *args]
+    sys.argv = ["mnist_exp", *args, "hydra/job_logging=none", "hydra/hydra_logging=none"]
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(stdout):
             main()
@@ -263,16 +264,11 @@ EXAMPLES = int(os.environ.get("BAD_INPUT_EXAMPLES", "25"))
 
 
 def one_line_error(tmp_path: Path, *overrides: str) -> str:
-    """Run the entry point in-process (run folder in ``tmp_path``, Hydra's logging off);
+    """Run the entry point in-process (run folder in ``tmp_path``);
     assert exit 2 with exactly one ``error:`` line on stderr, and return that line."""
     done = in_process(
         run_main,
-        [
-            *overrides,
-            f"hydra.run.dir={tmp_path / 'run'}",
-            "hydra/job_logging=none",
-            "hydra/hydra_logging=none",
-        ],
+        [*overrides, f"hydra.run.dir={tmp_path / 'run'}"],
     )
     stderr = done.stderr.splitlines()
     assert done.returncode == 2, (overrides, stderr)

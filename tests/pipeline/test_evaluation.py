@@ -63,8 +63,6 @@ def evaluate(trained: Trained, *args: str):
             *args,
             *trained.store.overrides,
             f"hydra.run.dir={folder}",
-            "hydra/job_logging=none",  # no log handler left holding this test's streams
-            "hydra/hydra_logging=none",
         ],
     )
     new = [run for run in trained.store.runs() if run.info.run_id not in before]
