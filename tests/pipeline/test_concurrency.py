@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    AROUND_TRAINING,
     Store,
     finish,
     one_line_error,
@@ -39,6 +40,7 @@ def test_runs_and_sweeps_start_at_once_on_a_fresh_store(tmp_path, store, mnist_n
     yet: none fails, each run has a folder of its own, each sweep keeps its children."""
     common = [
         f"data.path={mnist_npz}",
+        AROUND_TRAINING,
         "train.epochs=1",
         "train.verbose=0",
         "tracking.log_model=false",
@@ -79,6 +81,7 @@ def test_runs_started_together_resume_as_themselves_and_only_when_resumable(
 ):
     args = [
         f"data.path={mnist_npz}",
+        AROUND_TRAINING,
         "train.epochs=6",
         "model.hidden_units=[16]",
         "tracking.log_model=false",
@@ -139,6 +142,7 @@ def test_gc_closes_a_sweep_killed_with_sigkill(tmp_path, store, mnist_npz):
         [
             "-m",
             f"data.path={mnist_npz}",
+            AROUND_TRAINING,
             "train.epochs=50",
             "model.dropout=0.2,0.3",
             f"hydra.sweep.dir={tmp_path / 'sweep'}",

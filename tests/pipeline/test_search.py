@@ -17,11 +17,15 @@ import optuna
 import pytest
 import yaml
 from conftest import (
+    AROUND_TRAINING,
     answers,
+    finish,
     free_port,
     interrupt_during_training,
     run_cli,
+    start,
     stop_process_group,
+    wait_for_line,
     wait_until,
 )
 from hydra.core.utils import JobReturn, JobStatus
@@ -175,6 +179,7 @@ def optuna_sweep(tmp_path, store, mnist_npz):
                 "-m",
                 "+sweep=optuna_mlp",
                 "train.batch_size=128",  # fixed: fewer steps
+                AROUND_TRAINING,
                 "train.epochs=1",
                 "train.verbose=0",
                 *args,  # later values win
@@ -189,24 +194,23 @@ def optuna_sweep(tmp_path, store, mnist_npz):
 
 
 @pytest.mark.slow
-def test_a_study_stopped_with_ctrl_c_is_continued_to_exactly_n_trials_under_one_parent(
+def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     tmp_path, store, optuna_sweep, mnist_npz
 ):
-    study_name = "stopped"  # named: the interrupted command trains longer (other overrides)
-    code, stderr = interrupt_during_training(
-        [
-            "-m",
-            "+sweep=optuna_mlp",
-            f"hydra.sweeper.study_name={study_name}",
-            "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.n_jobs=1",
-            "train.batch_size=128",
-            f"data.path={mnist_npz}",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}",
-            *store.overrides,
-        ],
-        tmp_path,
-    )
+    study_name = "stopped"  # named: the interrupted commands train longer (other overrides)
+    long_sweep = [
+        "-m",
+        "+sweep=optuna_mlp",
+        f"hydra.sweeper.study_name={study_name}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=1",
+        "train.batch_size=128",
+        AROUND_TRAINING,
+        f"data.path={mnist_npz}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *store.overrides,
+    ]
+    code, stderr = interrupt_during_training(long_sweep, tmp_path)
     assert code == 130, stderr
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.load_study(study_name=study_name, storage=storage)
@@ -215,16 +219,30 @@ def test_a_study_stopped_with_ctrl_c_is_continued_to_exactly_n_trials_under_one_
     assert parent.info.status == "KILLED"
     assert [r.info.status for r in store.sweep_children()] == ["KILLED"]
 
+    # Again, and killed with SIGKILL while its trial trains: nothing can tell that trial.
+    crashed = start([*long_sweep, "train.epochs=1000"], tmp_path)
+    try:
+        wait_for_line(crashed, "Epoch 2/")
+    finally:
+        crashed.kill()
+        finish(crashed)
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING]
+
     done = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=2")
     assert done.returncode == 0, done.stderr
+    assert "1 stale trial(s) marked FAIL" in done.stderr
     study = optuna.load_study(study_name=study_name, storage=storage)
+    assert [t.state for t in study.trials[:2]] == [TrialState.FAIL] * 2
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 2  # exactly n_trials, the interrupted one not counted
+    assert len(complete) == 2  # exactly n_trials, the interrupted ones not counted
     assert [set(t.intermediate_values) for t in complete] == [{1}, {1}]  # from the jobs
     runs = store.runs()
     (again,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
     assert again.info.run_id == parent.info.run_id  # the study's parent, continued
     assert again.info.status == "FINISHED"
+    statuses = sorted(r.info.status for r in store.sweep_children())
+    assert statuses == ["FINISHED"] * 2 + ["KILLED"] * 2  # the crashed one's closed too
     kids = [r for r in store.sweep_children() if r.info.status == "FINISHED"]
     assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in complete]
     assert sorted(t.value for t in complete) == sorted(
@@ -386,6 +404,7 @@ def test_two_sweepers_started_together_share_one_study_without_duplicates(
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=1",
         "train.batch_size=128",
+        AROUND_TRAINING,
         "train.epochs=1",
         "train.verbose=0",
         f"data.path={mnist_npz}",

@@ -9,7 +9,14 @@ import signal
 import subprocess
 
 import pytest
-from conftest import finish, interrupt_during_training, run_cli, start, wait_for_line
+from conftest import (
+    AROUND_TRAINING,
+    finish,
+    interrupt_during_training,
+    run_cli,
+    start,
+    wait_for_line,
+)
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.pipeline.sweep import config_digest, sweep_fingerprint
@@ -219,7 +226,12 @@ def test_a_diverging_job_fails_alone_and_a_rerun_of_the_grid_trains_only_it_agai
 
 @pytest.mark.slow
 def test_a_seed_sweep_reports_mean_and_std_and_its_rerun_skips_every_job(tmp_path, store, sweep):
-    args = ("+sweep=seeds", "hydra.sweeper.params.seed='1,2'", "tracking.log_model=false")
+    args = (
+        "+sweep=seeds",
+        "hydra.sweeper.params.seed='1,2'",
+        "tracking.log_model=false",
+        AROUND_TRAINING,
+    )
     first = sweep(*args, sweep_dir="first")
     assert first.returncode == 0, first.stderr
     assert "Mean ± std over seeds:" in first.stdout
@@ -268,6 +280,7 @@ def test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again(tmp_path, s
         "-m",
         "model.dropout=0.2,0.5",
         "train.epochs=5",
+        AROUND_TRAINING,
         f"data.path={mnist_npz}",
         *store.overrides,
     ]
