@@ -214,18 +214,9 @@ def test_a_diverging_job_fails_alone_and_a_rerun_of_the_grid_trains_only_it_agai
     )
     assert {row["run_id"] for row in rows} == {by_rate["0.01"].info.run_id, rerun.info.run_id}
 
-    # sweep_fresh=true: a new parent, every job trained.
-    fresh = sweep(*grid, "sweep_fresh=true", sweep_dir="fresh")
-    assert fresh.returncode == 0, fresh.stderr
-    parents, children = tree(store)
-    (new,) = [p for p in parents if p.info.run_id != parent.info.run_id]
-    assert len(children[new.info.run_id]) == 2
-    assert "skipped" not in fresh.stdout
-    assert new.data.tags["sweep.skipped_jobs"] == "0"
-
 
 @pytest.mark.slow
-def test_a_seed_sweep_reports_mean_and_std_and_its_rerun_skips_every_job(tmp_path, store, sweep):
+def test_a_seed_sweep_reports_mean_and_std_its_rerun_skips_all_unless_fresh(tmp_path, store, sweep):
     args = (
         "+sweep=seeds",
         "hydra.sweeper.params.seed='1,2'",
@@ -251,6 +242,15 @@ def test_a_seed_sweep_reports_mean_and_std_and_its_rerun_skips_every_job(tmp_pat
     )
     assert "Mean ± std over seeds:" in again.stdout
     assert f"best run     {parent.data.tags['best_run_id']}" in again.stdout
+
+    # sweep_fresh=true: a new parent, every job trained again.
+    fresh = sweep(*args, "sweep_fresh=true", sweep_dir="fresh")
+    assert fresh.returncode == 0, fresh.stderr
+    parents, children = tree(store)
+    (new,) = [p for p in parents if p.info.run_id != parent.info.run_id]
+    assert len(children[new.info.run_id]) == 2
+    assert "skipped" not in fresh.stdout
+    assert new.data.tags["sweep.skipped_jobs"] == "0"
 
 
 def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictConfig:

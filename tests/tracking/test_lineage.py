@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import npz_to_idx, run_cli
+from conftest import AROUND_TRAINING, npz_to_idx, run_cli
 
 from mnist_exp.config.schema import DataConfig
 from mnist_exp.data.splits import load_splits
@@ -29,6 +29,7 @@ def sweep(args: list[str], tmp_path: Path, store) -> list:
         [
             "-m",
             "train.epochs=1",
+            AROUND_TRAINING,
             # Neither a checkpoint nor the model is looked at here: the data records are.
             "train.checkpoint=false",
             "tracking.log_model=false",
