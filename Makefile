@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python -m mnist_exp.run $(ARGS)
 
-## make test: the whole test suite, one worker per core (offline, about 11 minutes on 2 cores)
+## make test: the whole test suite, one worker per core plus one (offline, about 10 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
