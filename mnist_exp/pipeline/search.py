@@ -31,6 +31,7 @@ ends FINISHED, tagged ``sweep.trial_state=PRUNED``, and the sweeper tells the st
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -162,10 +163,7 @@ def _distribution(override: Override) -> BaseDistribution:
         last = value.start + (int(value.stop) - 1 - value.start) // value.step * value.step
         return IntDistribution(int(value.start), int(last), step=int(value.step))
     if override.is_interval_sweep():
-        log = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log)
-        return FloatDistribution(float(value.start), float(value.end), log=log)
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise ValueError("use interval(), range() or choice()")
 
 
@@ -220,8 +218,11 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
     storage_url = study_storage(settings, str(config.tracking.uri))
     name = settings.study_name or default_study_name(arguments)
     study = _open_study(storage_url, name, settings.direction)
-    # A seeded sampler continuing a study must not replay the draws of its first trials.
-    seed = None if settings.seed is None else settings.seed + len(study.trials)
+    # A seeded sampler continuing a study must not replay the draws of its first trials;
+    # QMC keeps its seed, since it resumes its own sequence from the study.
+    seed = settings.seed
+    if seed is not None and settings.sampler != "qmc":
+        seed += len(study.get_trials(deepcopy=False))
     study.sampler = _sampler(settings.sampler, seed)
     env = {STORAGE_ENV: storage_url, STUDY_ENV: name, PRUNER_ENV: settings.pruner}
     return Search(settings, space, study, env, Path(str(config.hydra.sweep.dir)))
@@ -253,9 +254,11 @@ def _open_study(url: str, name: str, direction: str) -> optuna.Study:
     return study
 
 
+@functools.cache
 def _storage(url: str) -> str | optuna.storages.RDBStorage:
-    """The storage at ``url``; a SQLite one waits :data:`SQLITE_TIMEOUT_S` for a lock held
-    by another process (sweepers and their jobs write to it at once)."""
+    """The storage at ``url``, one per process (every trial's job under the basic launcher
+    reuses the sweeper's); a SQLite one waits :data:`SQLITE_TIMEOUT_S` for a lock held by
+    another process (sweepers and their jobs write to it at once)."""
     if sqlite_path(url) is None:
         return url
     return optuna.storages.RDBStorage(
@@ -347,25 +350,30 @@ class Search:
         )
         launched = failed = 0
         while (batch := self._next_batch_size(launched)) > 0:
-            trials = [trial for _ in range(batch) if (trial := self._ask()) is not None]
-            if not trials:  # another sweeper took the last ones
-                continue
-            # Job folders are named by trial number (consecutive unless another sweeper
-            # asked in between), so a continued study never overwrites an earlier job.
+            in_flight: list[optuna.Trial] = []  # asked and not yet told
             try:
+                for _ in range(batch):
+                    with deferred():  # a trial is never left without its owner noted
+                        if (trial := self._ask()) is not None:
+                            in_flight.append(trial)
+                if not in_flight:  # another sweeper took the last ones
+                    continue
+                # Job folders are named by trial number (consecutive unless another sweeper
+                # asked in between), so a continued study never overwrites an earlier job.
                 returns = launcher.launch(
-                    [self._job_overrides(trial) for trial in trials],
-                    initial_job_idx=trials[0].number,
+                    [self._job_overrides(trial) for trial in in_flight],
+                    initial_job_idx=in_flight[0].number,
                 )
-            except KeyboardInterrupt:
-                with deferred():  # Ctrl-C: the trials in flight failed, the study is whole
-                    for trial in trials:
+                launched += len(returns)
+                for trial, ret in zip(list(in_flight), returns, strict=True):
+                    with deferred():
+                        failed += not self._tell(trial, ret)
+                        in_flight.remove(trial)
+            except BaseException:
+                with deferred():  # Ctrl-C, or a launcher that failed: the study stays whole
+                    for trial in in_flight:
                         self.study.tell(trial, state=TrialState.FAIL)
                 raise
-            launched += len(returns)
-            failed += sum(
-                not self._tell(trial, ret) for trial, ret in zip(trials, returns, strict=True)
-            )
             if failed / launched > self.settings.max_failure_rate:
                 exit_with_error(
                     f"{failed} of {launched} trials failed, more than "

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 from mnist_exp.results.leaderboard import OBJECTIVE, JobResult, Leaderboard, write_leaderboard
 from mnist_exp.tracking.model_loading import run_model_uri
 from mnist_exp.tracking.owner import owner_alive, owner_tags
-from mnist_exp.tracking.store import absolute_store_uri, store_errors
+from mnist_exp.tracking.store import absolute_store_uri, store_errors, store_lock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -118,23 +118,26 @@ class SweepRecorder:
         experiment_id = open_experiment(tracking_cfg)
         uri = absolute_store_uri(tracking_cfg.uri)
         client = _client(uri)
-        try:
-            run = client.get_run(run_id)
-        except MlflowException:  # not in this store
-            return None
-        if (
-            run.info.experiment_id != experiment_id
-            or run.info.lifecycle_stage != "active"
-            or run.data.tags.get(PARENT_TAG) != "parent"
-            or (run.info.status == "RUNNING" and owner_alive(run.data.tags) is not False)
-        ):
-            return None
-        with store_errors(uri):
-            client.update_run(run_id, status="RUNNING")
-            for key, value in owner_tags().items():
-                client.set_tag(run_id, key, value)
-        recorder = cls(run_id, uri)
-        _open_parents[run_id] = recorder
+        # Checked and claimed under the lock: two sweepers continuing one study at once
+        # must not both take its parent (the first to end would end the other's runs).
+        with store_lock(uri):
+            try:
+                run = client.get_run(run_id)
+            except MlflowException:  # not in this store
+                return None
+            if (
+                run.info.experiment_id != experiment_id
+                or run.info.lifecycle_stage != "active"
+                or run.data.tags.get(PARENT_TAG) != "parent"
+                or (run.info.status == "RUNNING" and owner_alive(run.data.tags) is not False)
+            ):
+                return None
+            recorder = cls(run_id, uri)
+            _open_parents[run_id] = recorder  # ended on exit from here on, whatever happens
+            with store_errors(uri):
+                client.update_run(run_id, status="RUNNING")
+                for key, value in owner_tags().items():
+                    client.set_tag(run_id, key, value)
         for name, text in documents.items():
             client.log_text(run_id, text, name)
         return recorder

@@ -488,3 +488,18 @@ def test_after_its_last_epoch_a_trial_completes_whatever_the_pruner_says(tmp_pat
         verdicts.append(search.trial_pruning()(0.1, 1, last))
     assert verdicts == [True, False]  # pruned with epochs to go; after the last, complete
     assert [t.intermediate_values for t in study.get_trials()[5:]] == [{1: 0.1}, {1: 0.1}]
+
+
+class BrokenLauncher(FakeLauncher):
+    """A launcher whose workers die (as joblib's TerminatedWorkerError or a lost Ray node)."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list:
+        """Fail the whole batch."""
+        raise RuntimeError("a worker died")
+
+
+def test_a_batch_the_launcher_loses_is_failed_in_the_study_not_left_running(tmp_path):
+    running = open_search(tmp_path, n_trials=3, n_jobs=2)
+    with pytest.raises(RuntimeError, match="a worker died"):
+        running.run(BrokenLauncher())
+    assert [t.state for t in running.study.get_trials()] == [TrialState.FAIL] * 2
