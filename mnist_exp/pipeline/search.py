@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import math
 import os
 import sys
@@ -59,7 +58,7 @@ from optuna.trial import TrialState
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
 from mnist_exp.interrupts import deferred
-from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial
+from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial, text_digest
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import sqlite_path, store_lock
 
@@ -184,8 +183,8 @@ def study_storage(settings: SearchSettings, tracking_uri: str) -> str:
 def default_study_name(arguments: Sequence[str]) -> str:
     """A name that the same search (space and fixed overrides) always gets, so re-running
     the same command continues its study."""
-    digest = hashlib.sha256("\n".join(sorted(arguments)).encode()).hexdigest()[:12]
-    return f"sweep-{digest}"
+    search = "\n".join(sorted(arguments))
+    return f"sweep-{text_digest(search, length=12)}"
 
 
 def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:

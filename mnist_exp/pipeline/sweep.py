@@ -164,8 +164,7 @@ def sweep_fingerprint(config: DictConfig) -> str:
     )
     params = config.hydra.sweeper.get("params")
     params = {} if params is None else OmegaConf.to_container(params, resolve=False)
-    text = json.dumps({"overrides": overrides, "params": params}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text_digest(json.dumps({"overrides": overrides, "params": params}, sort_keys=True))
 
 
 def config_digest(cfg: DictConfig) -> str:
@@ -174,8 +173,12 @@ def config_digest(cfg: DictConfig) -> str:
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(plain, dict)
     plain.pop(FRESH_KEY, None)
-    text = json.dumps(plain, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return text_digest(json.dumps(plain, sort_keys=True, default=str))
+
+
+def text_digest(text: str, length: int = 16) -> str:
+    """The first ``length`` hex digits of ``text``'s SHA-256: a short, stable identity."""
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def finished_job(cfg: DictConfig) -> tuple[str, float] | None:
