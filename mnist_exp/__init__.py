@@ -6,6 +6,8 @@ import time
 
 from omegaconf import OmegaConf
 
+from mnist_exp import quiet
+
 # When this package was first imported: the reference for "seconds from launch to training".
 STARTED_AT = time.perf_counter()
 
@@ -43,3 +45,4 @@ def _expose_own_hydra_plugin() -> None:
 
 
 _expose_own_hydra_plugin()
+quiet.install()

@@ -55,6 +55,15 @@ def deferred() -> Iterator[None]:
             raise KeyboardInterrupt(f"signal {signum}")
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """An interrupt that stopped a run, with what to tell the user (``hint``: the run, and
+    how to continue it)."""
+
+    def __init__(self, hint: str) -> None:
+        super().__init__(hint)
+        self.hint = hint
+
+
 def raise_if_received() -> None:
     """Raise ``KeyboardInterrupt`` if a signal arrived since :func:`install`, even one whose
     exception some library swallowed (outside a :func:`deferred` block only)."""

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 from mnist_exp.cli.run import main as run_main
 from mnist_exp.config.schema import validate
 from mnist_exp.data.idx import IDX_FILES
+from mnist_exp.results.metric_names import EPOCH
 
 if TYPE_CHECKING:
     from mnist_exp.data.splits import Splits
@@ -318,9 +319,10 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 def histories(store, run) -> dict[str, list[tuple[int, float]]]:
+    """A run's per-epoch curves (``epoch/<name>``) as (step, value) lists, by Keras name."""
     client = store.client()
     return {
-        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, name)]
+        name: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, EPOCH + name)]
         for name in EPOCH_METRICS
     }
 

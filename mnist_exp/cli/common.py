@@ -50,9 +50,10 @@ def run_hydra_command(
         if not _raised_inside(error, "ray"):
             raise
         exit_with_error(f"cannot connect: {error}")  # a Ray cluster the launcher cannot reach
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         status = "KILLED"
-        print("interrupted: the MLflow run (if any) was marked KILLED", file=sys.stderr)
+        hint = getattr(interrupt, "hint", "the MLflow run (if any) was marked KILLED")
+        print(f"interrupted: {hint}", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
     finally:
         if cleanup is not None:

@@ -105,8 +105,20 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
     return cores if n_jobs < 0 else n_jobs
 
 
+def _end_sweeps(status: str) -> None:
+    """End the parent runs of a sweep that did not finish (a finished sweep has closed
+    its own); after an interrupt, say how to continue it."""
+    ended = end_open_sweeps(status)
+    if ended and status == "KILLED":
+        print(
+            f"interrupted: sweep parent run {', '.join(ended)} marked KILLED; run the same "
+            "command again to continue it (finished jobs are skipped, a study resumes)",
+            file=sys.stderr,
+        )
+
+
 def main() -> None:
     """Run the CLI: one-line config errors (exit 2), Ctrl-C leaves nothing RUNNING."""
-    run_hydra_command(task, cleanup=end_open_sweeps)  # a finished sweep has closed itself
+    run_hydra_command(task, cleanup=_end_sweeps)
     if not {"-m", "--multirun"} & set(sys.argv[1:]):
         exit_without_teardown()

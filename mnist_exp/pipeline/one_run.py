@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,19 +12,26 @@ import keras
 from omegaconf import DictConfig
 
 from mnist_exp.data.splits import Splits
+from mnist_exp.interrupts import RunInterrupted
 from mnist_exp.pipeline.evaluation import score_test_set
 from mnist_exp.pipeline.sweep import (
     PARAM_COUNT_KEYS,
     config_digest,
+    job_run_name,
     sweep_parent_run,
     sweep_trial,
 )
-from mnist_exp.results.leaderboard import OBJECTIVE
-from mnist_exp.results.summary import run_summary
+from mnist_exp.results.metric_names import OBJECTIVE, TIME
+from mnist_exp.results.summary import job_summary, run_summary
 from mnist_exp.tracking.recorder import RunRecorder, git_commit
-from mnist_exp.tracking.store import ui_command
+from mnist_exp.tracking.store import DEFAULT_STORE, ui_hint
 from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
-from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder, save_checkpoints
+from mnist_exp.training.checkpoint import (
+    Checkpoint,
+    checkpoint_folder,
+    save_checkpoints,
+    saved_epoch,
+)
 from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
 from mnist_exp.training.model import build_for_training, parameter_counts
 from mnist_exp.training.runtime import Runtime, prepare_runtime
@@ -49,40 +57,74 @@ def run_one(
     With ``resume_from``, the interrupted run is reopened (its params stay as logged) and
     training continues from the checkpoint's epoch.
     """
-    with _recorded_run(cfg, splits, job, resume_from) as recorder:
-        runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
-        recorder.set_tags(runtime.tags())
-        if resume_from is None:
-            model = _new_model(cfg, splits, job, runtime, recorder)
-        else:
-            model = _resumed_model(resume_from, recorder)
-        fitted = _train(model, cfg, splits, job, recorder, resume_from)
+    run_name = cfg.tracking.run_name or job_run_name(job.overrides, job.job_num)
+    with _recorded_run(cfg, splits, job, run_name, resume_from) as recorder:
+        try:
+            runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
+            recorder.set_tags(runtime.tags())
+            if resume_from is None:
+                model = _new_model(cfg, splits, job, runtime, recorder)
+            else:
+                model = _resumed_model(resume_from, cfg.train.epochs, recorder)
+            fitted = _train(model, cfg, splits, job, recorder, resume_from)
+        except KeyboardInterrupt:
+            if job.sweep:
+                raise  # the sweep says how to continue (the same command again)
+            raise RunInterrupted(_resume_hint(cfg, job, recorder.run_id, resume_from)) from None
         report = score_test_set(model, splits)
         recorder.log_report(report, splits.x_test, fitted.history)
+        registered = None
         if cfg.tracking.log_model:
             # In a sweep, the sweep registers its best child instead of every job.
-            recorder.log_model(model, None if job.sweep else cfg.tracking.register_as)
-    print(
-        run_summary(
-            report, fitted, recorder.run_id, cfg.tracking.experiment, ui_command(cfg.tracking.uri)
+            registered = recorder.log_model(model, None if job.sweep else cfg.tracking.register_as)
+    if job.sweep:
+        print(job_summary(report, fitted, f"sweep job {job.job_num} ({run_name})", recorder.run_id))
+    else:
+        ui = ui_hint(cfg.tracking.uri, recorder.experiment_id, recorder.run_id, indent=15)
+        summary = run_summary(
+            report, fitted, splits, recorder.run_id, cfg.tracking.experiment, ui, registered
         )
-    )
+        print(summary)
     return fitted.val_accuracy
+
+
+def _resume_hint(cfg: DictConfig, job: JobInfo, run_id: str, resume_from: Checkpoint | None) -> str:
+    """What an interrupted single run tells the user: the run, how far it got, and the
+    command that continues it (when it has a checkpoint to continue from)."""
+    folder = resume_from.folder if resume_from else None
+    if folder is None and job.output_dir and cfg.train.checkpoint:
+        folder = checkpoint_folder(job.output_dir)
+    done = saved_epoch(folder) if folder is not None else None
+    if not done:
+        why = "checkpoints are off (train.checkpoint)" if folder is None else "no epoch ended"
+        return f"run {run_id} was marked KILLED; {why}, so start it again to train it"
+    command = f"python -m mnist_exp.run resume={run_id}"
+    if cfg.tracking.uri != DEFAULT_STORE:
+        command += f" tracking.uri={shlex.quote(str(cfg.tracking.uri))}"
+    return (
+        f"run {run_id} was marked KILLED after epoch {done} of {cfg.train.epochs}; "
+        f"continue it with: {command}"
+    )
 
 
 @contextmanager
 def _recorded_run(
-    cfg: DictConfig, splits: Splits, job: JobInfo, resume_from: Checkpoint | None
+    cfg: DictConfig,
+    splits: Splits,
+    job: JobInfo,
+    run_name: str | None,
+    resume_from: Checkpoint | None,
 ) -> Iterator[RunRecorder]:
-    """The interrupted run reopened, or a new run with its tags and dataset inputs (a
-    child of its sweep's parent run in a sweep)."""
+    """The interrupted run reopened, or a new run named ``run_name`` (or a readable random
+    name) with its tags and dataset inputs (a child of its sweep's parent run in a
+    sweep)."""
     if resume_from is not None:
         with RunRecorder.resume(cfg.tracking, resume_from.run_id) as recorder:
             yield recorder
         return
     parent_run_id = sweep_parent_run() if job.sweep else None
     with RunRecorder.start(
-        cfg.tracking, cfg.tracking.run_name, _tags(cfg, splits, job), parent_run_id
+        cfg.tracking, run_name, _tags(cfg, splits, job), parent_run_id
     ) as recorder:
         recorder.log_datasets(splits)
         yield recorder
@@ -100,8 +142,10 @@ def _new_model(
     return model
 
 
-def _resumed_model(resume_from: Checkpoint, recorder: RunRecorder) -> keras.Model:
-    """The checkpointed model, the run tagged with the epoch it resumes after."""
+def _resumed_model(resume_from: Checkpoint, epochs: int, recorder: RunRecorder) -> keras.Model:
+    """The checkpointed model, the run tagged with the epoch it resumes after (and the
+    user told so)."""
+    print(f"resuming run {recorder.run_id} from epoch {resume_from.epoch + 1} of {epochs}")
     model = resume_from.restore_model()
     recorder.set_tags({"resumed_after_epoch": str(resume_from.epoch)})
     return model
@@ -117,7 +161,9 @@ def _train(
 ) -> FitResult:
     """Fit, logging every epoch's metrics and checkpointing after it (if on and there is a
     folder for it); log the objective and where the time went."""
-    clock = EpochMetricsCallback(recorder.log_epoch)
+    clock = EpochMetricsCallback(
+        recorder.log_epoch, log_learning_rate=cfg.optimizer.schedule != "constant"
+    )
     callbacks: list[keras.callbacks.Callback] = [clock]
     if resume_from is not None:
         folder = resume_from.folder
@@ -129,7 +175,8 @@ def _train(
     if pruning is not None:
         callbacks.append(pruning)
     fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
-    recorder.log_metrics({**clock.timings(), OBJECTIVE: fitted.val_accuracy})
+    timings = {f"{TIME}{name}": seconds for name, seconds in clock.timings().items()}
+    recorder.log_metrics({**timings, OBJECTIVE: fitted.val_accuracy})
     if pruning is not None and pruning.stopped_after is not None:
         recorder.set_tags({TRIAL_STATE_TAG: "PRUNED"})  # the run itself ends FINISHED
     return fitted

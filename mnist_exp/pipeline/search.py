@@ -58,7 +58,7 @@ from optuna.trial import TrialState
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
 from mnist_exp.interrupts import deferred
-from mnist_exp.pipeline.sweep import TRIAL_ENV, sweep_trial, text_digest
+from mnist_exp.pipeline.sweep import TRIAL_ENV, quoted, sweep_trial, text_digest
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import sqlite_path, store_lock
 
@@ -387,7 +387,7 @@ class Search:
         env = {**self.job_env, TRIAL_ENV: str(trial.number)}
         return (
             *self.space.job_overrides(trial),
-            *(f"++hydra.job.env_set.{key}={_quoted(value)}" for key, value in env.items()),
+            *(f"++hydra.job.env_set.{key}={quoted(value)}" for key, value in env.items()),
         )
 
     def _next_batch_size(self, launched: int) -> int:
@@ -466,11 +466,6 @@ class Search:
             results |= {"best_params": best.params, "best_value": best.value}
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results), self.sweep_dir / RESULTS_FILE)
-
-
-def _quoted(value: str) -> str:
-    """``value`` as a quoted Hydra override value (a storage URL has ``:`` and ``/``)."""
-    return "'" + value.replace("'", "\\'") + "'"
 
 
 def _objective(ret: JobReturn) -> float | None:

@@ -36,7 +36,7 @@ from mnist_exp.errors import exit_with_error
 from mnist_exp.results.leaderboard import Leaderboard
 from mnist_exp.results.summary import sweep_summary
 from mnist_exp.tracking.preflight import check_store
-from mnist_exp.tracking.store import ui_command
+from mnist_exp.tracking.store import ui_hint
 from mnist_exp.tracking.sweep_record import (
     SweepRecorder,
     end_open_sweeps,
@@ -46,6 +46,8 @@ from mnist_exp.tracking.sweep_record import (
 )
 
 if TYPE_CHECKING:
+    from hydra.core.override_parser.types import Override
+
     from mnist_exp.pipeline.search import Search
 
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
@@ -55,6 +57,9 @@ OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
 TRIAL_ENV = "MNIST_EXP_OPTUNA_TRIAL"  # set in every job of an Optuna sweep: its trial number
 RESUMED_ENV = "MNIST_EXP_SWEEP_RESUMED"  # set in every job of a grid sweep whose parent is reused
+VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys it varies
+# How run names write a few long keys (otherwise the key's last part: model.dropout -> dropout).
+SHORT_KEYS = {"learning_rate": "lr", "hidden_units": "units", "batch_size": "batch"}
 FRESH_KEY = "sweep_fresh"  # the config key that forces a new parent run
 
 
@@ -96,12 +101,14 @@ class SweepCallback(Callback):
             else:
                 earlier = None
             reopened = SweepRecorder.reopen(typed.tracking, earlier, documents) if earlier else None
+            varies = swept_keys(config)
             parent = reopened or SweepRecorder.open(
                 typed.tracking,
                 sweep_dir=str(config.hydra.sweep.dir),
                 sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
                 documents=documents,
                 fingerprint=fingerprint,
+                varies=", ".join(_short_keys(varies).values()),
             )
             if search is not None:
                 search.remember_parent_run(parent.run_id)
@@ -115,6 +122,9 @@ class SweepCallback(Callback):
             )
             if reopened is not None and fingerprint is not None:
                 config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{RESUMED_ENV}=1")
+            config.hydra.overrides.hydra.append(
+                f"++hydra.job.env_set.{VARIES_ENV}={quoted(','.join(varies))}"
+            )
         print(
             f"sweep: MLflow parent run {parent.run_id} for {config.hydra.sweep.dir}"
             + (" (continued: jobs already FINISHED are skipped)" if reopened else ""),
@@ -138,7 +148,7 @@ class SweepCallback(Callback):
                     parent.run_id,
                     registered,
                     partial(register_command, config.tracking.uri),
-                    ui_command(config.tracking.uri),
+                    ui_hint(config.tracking.uri, parent.experiment_id, None, indent=13),
                     skipped,
                 )
             )
@@ -153,6 +163,59 @@ def sweep_parent_run() -> str | None:
 def sweep_trial() -> str | None:
     """The Optuna trial number this job runs (None outside an Optuna sweep)."""
     return os.environ.get(TRIAL_ENV) or None
+
+
+def swept_keys(config: DictConfig) -> list[str]:
+    """The config keys a multirun varies: those given a sweep (``a,b``, ``choice(...)``,
+    ``interval(...)``, ...) in the sweeper's params or on the command line, in that order."""
+    swept = [o.key_or_group for o in _sweep_overrides(config) if o.is_sweep_override()]
+    return list(dict.fromkeys(swept))
+
+
+def job_run_name(overrides: list[str], job_num: int | None) -> str | None:
+    """A sweep job's run name, from the values of the keys its sweep varies (see
+    :func:`swept_keys`): ``dropout=0.5 lr=3e-4``, or ``trial 7: dropout=0.312 lr=0.00123``
+    in an Optuna study (3 significant digits), ``job N`` when nothing varies. None outside
+    a sweep."""
+    varies = os.environ.get(VARIES_ENV)
+    if varies is None:
+        return None
+    keys = [key for key in varies.split(",") if key]
+    values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    names = _short_keys(keys)
+    trial = sweep_trial()
+    label = " ".join(
+        f"{names[key]}={_rounded(values[key]) if trial else values[key]}"
+        for key in keys
+        if key in values
+    )
+    if trial is not None:
+        return f"trial {trial}: {label}" if label else f"trial {trial}"
+    return label or f"job {job_num}"
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Each key by its last part (or its :data:`SHORT_KEYS` name), unless two would read
+    the same: then by the whole key."""
+    short = {key: SHORT_KEYS.get(key.rsplit(".", 1)[-1], key.rsplit(".", 1)[-1]) for key in keys}
+    if len(set(short.values())) < len(keys):
+        return {key: key for key in keys}
+    return short
+
+
+def _rounded(value: str) -> str:
+    """A sampled number to 3 significant digits; anything else as it is."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if number.is_integer() else f"{number:.3g}"
+
+
+def quoted(value: str) -> str:
+    """``value`` as a quoted Hydra override value (as a plain string, whatever it holds:
+    ``:``, ``/``, ``,``)."""
+    return "'" + value.replace("'", "\\'") + "'"
 
 
 def sweep_fingerprint(config: DictConfig) -> str:
@@ -212,16 +275,21 @@ def _validate_grid(config: DictConfig) -> None:
         return
     from hydra import compose
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = config.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    arguments += list(config.hydra.overrides.task)
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    for batch in BasicSweeper.split_arguments(parsed, max_batch_size=None):
+    for batch in BasicSweeper.split_arguments(_sweep_overrides(config), max_batch_size=None):
         for job_overrides in batch:
             job_config = compose(config.hydra.job.config_name, overrides=list(job_overrides))
             try:
                 validate(job_config)
             except ConfigError as error:
                 raise ConfigError(f"{error} (in sweep job {' '.join(job_overrides)})") from None
+
+
+def _sweep_overrides(config: DictConfig) -> list[Override]:
+    """The sweeper's params, then the command line's overrides, parsed as Hydra does."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = config.hydra.sweeper.get("params") or {}
+    arguments = [f"{key}={value}" for key, value in params.items()]
+    arguments += list(config.hydra.overrides.task)
+    return OverridesParser.create().parse_overrides(arguments)

@@ -9,8 +9,6 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-OBJECTIVE = "final_val_accuracy"  # the metric sweeps rank by (never test accuracy)
-
 
 @dataclass(frozen=True)
 class JobResult:
@@ -23,6 +21,7 @@ class JobResult:
     test_accuracy: float | None
     error: str | None = None
     pruned: bool = False  # stopped early by the study's pruner (the run itself FINISHED)
+    name: str = ""  # the run's name: what its sweep varied (see pipeline.sweep.job_run_name)
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,24 @@ class Leaderboard:
         swept = [k for k in keys if len({r.params.get(k) for r in results}) > 1]
         return cls(ranked=ranked, pruned=pruned, failed=failed, swept=swept)
 
-    def rows(self) -> list[dict[str, str]]:
+    def rows(self, params: bool = True) -> list[dict[str, str]]:
         """One row per run (ranked, then pruned, then failed), as strings, for every table
-        format."""
+        format; with a column per swept key if ``params`` (the run's name says the same
+        in fewer characters: the terminal leaves them out)."""
         rows = []
         for rank, result in enumerate(self.ranked, start=1):
-            rows.append(self._row(result, str(rank), "*" if rank == 1 else ""))
-        rows.extend(self._row(result, "-", "PRUNED") for result in self.pruned)
-        rows.extend(self._row(result, "-", result.status) for result in self.failed)
+            rows.append(self._row(result, str(rank), "*" if rank == 1 else "", params))
+        rows.extend(self._row(result, "-", "PRUNED", params) for result in self.pruned)
+        rows.extend(self._row(result, "-", result.status, params) for result in self.failed)
         return rows
 
-    def _row(self, result: JobResult, rank: str, mark: str) -> dict[str, str]:
+    def _row(self, result: JobResult, rank: str, mark: str, params: bool) -> dict[str, str]:
+        swept = self.swept if params else []
         return {
             "rank": rank,
             "best": mark,
-            **{key: _short(result.params.get(key, "")) for key in self.swept},
+            "run": result.name,
+            **{key: _short(result.params.get(key, "")) for key in swept},
             "val_accuracy": _fmt(result.val_accuracy),
             "test_accuracy": _fmt(result.test_accuracy),
             "run_id": result.run_id,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_exp.results.metric_names import TEST_ACCURACY, TEST_F1, TEST_LOSS
+
 EPSILON = 1e-7  # Keras clips probabilities the same way in its cross-entropy
 MISCLASSIFIED_SHOWN = 25
 
@@ -67,10 +69,11 @@ class ClassificationReport:
         }
 
     def metrics(self) -> dict[str, float]:
-        """Test metrics for MLflow: loss, accuracy and ``test_f1_<class>``."""
-        scores = {"test_loss": self.loss, "test_accuracy": self.accuracy}
+        """Test metrics for MLflow (see :mod:`mnist_exp.results.metric_names`): loss,
+        accuracy and F1 per class, to 4 decimals for F1 and the loss (accuracy is exact)."""
+        scores = {TEST_LOSS: round(self.loss, 4), TEST_ACCURACY: self.accuracy}
         for name, row in self.per_class().items():
-            scores[f"test_f1_{name}"] = row["f1"]
+            scores[f"{TEST_F1}{name}"] = round(row["f1"], 4)
         return scores
 
     def most_confident_mistakes(self, limit: int = MISCLASSIFIED_SHOWN) -> list[dict]:

@@ -17,23 +17,47 @@ if TYPE_CHECKING:
 def run_summary(
     report: ClassificationReport,
     fitted: FitResult,
+    splits: Splits,
     run_id: str,
     experiment: str,
-    ui_command: str,
+    ui_lines: list[str],
+    registered: str | None = None,
 ) -> str:
-    """A training run's end: the per-class table, the scores, the MLflow run and how to
-    open the UI on it."""
-    return "\n".join(
-        [
-            "",
-            report.table(),
-            "",
-            f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
-            f"val accuracy {fitted.val_accuracy:.4f}, {fitted.epochs_run} epochs)",
-            f"mlflow run     {run_id}   (experiment '{experiment}')",
-            f"open the UI    {ui_command}",
-        ]
+    """A training run's end: the per-class table, the scores, the data it used, the MLflow
+    run, the model version it was registered as (``name/version``, if it was) and the
+    ``ui_lines`` that open it in the UI."""
+    lines = [
+        "",
+        report.table(),
+        "",
+        f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
+        f"val accuracy {fitted.val_accuracy:.4f}, {count(fitted.epochs_run, 'epoch')})",
+        f"data           {describe_data(splits)}",
+        f"mlflow run     {run_id}   (experiment '{experiment}')",
+    ]
+    if registered:
+        lines.append(f"registered     models:/{registered}")
+    return "\n".join(lines + ui_lines)
+
+
+def job_summary(report: ClassificationReport, fitted: FitResult, job: str, run_id: str) -> str:
+    """A sweep job's end in one line (the sweep prints the tables): its scores and run."""
+    return (
+        f"{job}: test accuracy {report.accuracy:.4f}, val accuracy "
+        f"{fitted.val_accuracy:.4f}, {count(fitted.epochs_run, 'epoch')}, run {run_id}"
     )
+
+
+def count(number: int, noun: str) -> str:
+    """``number`` and ``noun``, plural unless it is one: ``1 epoch``, ``3 epochs``."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
+def describe_data(splits: Splits) -> str:
+    """Which data a run used, in words: the dataset, how much of it, and where from."""
+    how = " (OFFLINE FALLBACK, not the full dataset)" if splits.variant == "offline_subset" else ""
+    sizes = " / ".join(f"{size:,} {name}" for name, size in splits.sizes().items())
+    return f"{splits.name}{how}: {sizes} images from {splits.source}"
 
 
 def evaluation_summary(report: ClassificationReport, splits: Splits) -> str:
@@ -41,7 +65,7 @@ def evaluation_summary(report: ClassificationReport, splits: Splits) -> str:
     return (
         f"{report.table()}\n\n"
         f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
-        f"{len(splits.y_test)} test samples, {splits.variant} {splits.name})"
+        f"{count(len(splits.y_test), 'test image')} of {describe_data(splits)})"
     )
 
 
@@ -56,20 +80,21 @@ def sweep_summary(
     parent_id: str,
     registered: str | None,
     register_command: Callable[[str], str],
-    ui_command: str,
+    ui_lines: list[str],
     skipped: int = 0,
 ) -> str:
     """A sweep's end: the leaderboard (and the seed averages), how many of the finished
     jobs were ``skipped`` (finished in an earlier run of the same sweep), the best run and
     either the model version it was registered as (``name/version``) or the command that
-    registers it (``register_command(run_id)``), the parent run and how to open the UI."""
+    registers it (``register_command(run_id)``), the parent run and the ``ui_lines`` that
+    open the sweep in the UI."""
     reused = f" ({skipped} skipped: finished in an earlier run of this sweep)" if skipped else ""
     lines = [
         "",
         f"Sweep {sweep_dir}: {len(board.ranked)} finished{reused}, "
         + (f"{len(board.pruned)} pruned, " if board.pruned else "")
         + f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
-        text_table(board.rows()),
+        text_table(board.rows(params=False)),
     ]
     if groups := board.seed_groups():
         lines += ["", "Mean ± std over seeds:", text_table(groups)]
@@ -79,8 +104,7 @@ def sweep_summary(
             lines.append(f"registered   models:/{registered}")
         else:
             lines.append(f"register it  {register_command(board.best.run_id)}")
-    lines += [
-        f"parent run   {parent_id} (leaderboard.csv, leaderboard.md, objective_vs_params.png)",
-        f"open the UI  {ui_command}",
-    ]
-    return "\n".join(lines)
+    lines.append(
+        f"parent run   {parent_id} (leaderboard.csv, leaderboard.md, objective_vs_params.png)"
+    )
+    return "\n".join(lines + ui_lines)

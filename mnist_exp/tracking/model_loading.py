@@ -30,6 +30,7 @@ from mnist_exp.tracking.stored_runs import RUN_ID
 
 if TYPE_CHECKING:
     import keras
+    from mlflow import MlflowClient
 
 MLMODEL = "MLmodel"
 FLAVOR = "keras"
@@ -56,6 +57,15 @@ class ModelRefused(ConfigError):
 def run_model_uri(run_id: str) -> str:
     """The URI of the model that run ``run_id`` logged: ``runs:/<id>/model``."""
     return f"runs:/{run_id}/model"
+
+
+def logged_model_uri(client: MlflowClient, run_id: str) -> str:
+    """``models:/<model id>`` of the model run ``run_id`` logged last: what registering
+    it takes (``runs:/<id>/model`` makes MLflow warn that the run has no such artifact
+    path); ``runs:/<id>/model`` for a run that records no logged model."""
+    run = client.get_run(run_id)
+    outputs = run.outputs.model_outputs if run.outputs else []
+    return f"models:/{outputs[-1].model_id}" if outputs else run_model_uri(run_id)
 
 
 def model_uri(reference: str) -> str:

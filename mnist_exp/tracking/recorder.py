@@ -5,7 +5,9 @@ that runs go into."""
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import subprocess
 import tempfile
 import time
@@ -26,6 +28,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from mnist_exp.data.splits import IMAGE_PIXELS, Splits
 from mnist_exp.errors import RunFailed
 from mnist_exp.interrupts import deferred, raise_if_received
+from mnist_exp.quiet import registry_notes_filtered
+from mnist_exp.results.metric_names import epoch_metrics
 from mnist_exp.results.report import ClassificationReport, write_report
 from mnist_exp.tracking.lineage import dataset_inputs
 from mnist_exp.tracking.owner import owner_tags
@@ -161,6 +165,27 @@ def flatten(cfg: DictConfig, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def as_typed(value: Any) -> str:
+    """A param value written as a person types it in YAML or an override: ``null``,
+    ``true``, ``[512, 256]``, ``0.001``, ``adam`` (MLflow would store Python's ``str()``:
+    ``None``, ``True``)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, default=str)
+
+
+def readable_name() -> str:
+    """A run name like MLflow's own (``bustling-seal-758``), drawn from the system's
+    randomness. MLflow draws its names from Python's ``random``, which every run seeds
+    with its ``seed``: runs with one seed would all get the same name."""
+    from mlflow.utils import name_utils
+
+    draw = random.SystemRandom()
+    predicate = draw.choice(name_utils._GENERATOR_PREDICATES).lower()
+    noun = draw.choice(name_utils._GENERATOR_NOUNS).lower()
+    return f"{predicate}-{noun}-{draw.randint(0, 999)}"
+
+
 def git_commit() -> str | None:
     """The commit of the source checkout this package runs from, if it is one."""
     try:
@@ -216,8 +241,9 @@ class RunRecorder:
     report (:meth:`log_report`) and the model (:meth:`log_model`).
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, experiment_id: str) -> None:
         self.run_id = run_id
+        self.experiment_id = experiment_id
 
     @classmethod
     @contextmanager
@@ -231,8 +257,9 @@ class RunRecorder:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
         owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given."""
         experiment_id = open_experiment(tracking_cfg)
-        with _tracked_run(experiment_id, run_name, dict(tags or {}), parent_run_id) as run:
-            yield cls(run.info.run_id)
+        name = run_name or readable_name()
+        with _tracked_run(experiment_id, name, dict(tags or {}), parent_run_id) as run:
+            yield cls(run.info.run_id, experiment_id)
 
     @classmethod
     @contextmanager
@@ -241,7 +268,7 @@ class RunRecorder:
         stay as they were logged."""
         experiment_id = open_experiment(tracking_cfg)
         with _tracked_run(experiment_id, None, {}, run_id=run_id) as run:
-            yield cls(run.info.run_id)
+            yield cls(run.info.run_id, experiment_id)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tag the run (a tag set again takes the new value)."""
@@ -283,7 +310,8 @@ class RunRecorder:
         """
         params = flatten(cfg)
         configured = {f"{key}{CONFIGURED}": params[key] for key in ran}
-        mlflow.log_params({**params, **ran, **configured, **derived})
+        logged = {**params, **ran, **configured, **derived}
+        mlflow.log_params({key: as_typed(value) for key, value in logged.items()})
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
 
@@ -294,13 +322,14 @@ class RunRecorder:
         mlflow.log_text("\n".join(lines), "model_summary.txt")
 
     def log_epoch(self, metrics: dict[str, float], step: int) -> None:
-        """Log one epoch's metrics at ``step`` and tag it as the last completed epoch, in
-        one write that Ctrl-C cannot cut short."""
+        """Log one epoch's metrics at ``step`` (as ``epoch/<name>``) and tag it as the last
+        completed epoch, in one write that Ctrl-C cannot cut short."""
         now = int(time.time() * 1000)
+        named = epoch_metrics(metrics)
         with deferred():
             MlflowClient().log_batch(
                 self.run_id,
-                metrics=[Metric(name, value, now, step) for name, value in metrics.items()],
+                metrics=[Metric(name, value, now, step) for name, value in named.items()],
                 tags=[RunTag("last_completed_epoch", str(step))],
             )
 
@@ -322,14 +351,17 @@ class RunRecorder:
             with deferred():
                 mlflow.log_artifacts(folder, "report")
 
-    def log_model(self, model: keras.Model, register_as: str | None = None) -> None:
+    def log_model(self, model: keras.Model, register_as: str | None = None) -> str | None:
         """Log the model in MLflow's Keras flavor with its signature (``model``), and
-        register it as a new version of ``register_as`` in the Model Registry if set."""
-        with deferred():
-            mlflow.keras.log_model(
+        register it as a new version of ``register_as`` in the Model Registry if set;
+        return that version as ``name/version`` (None if not registered)."""
+        with deferred(), registry_notes_filtered():
+            info = mlflow.keras.log_model(
                 model,
                 name="model",
                 signature=model_signature(model.output_shape[-1]),
                 pip_requirements=model_requirements(),
                 registered_model_name=register_as,
             )
+        version = info.registered_model_version
+        return f"{register_as}/{version}" if register_as and version is not None else None

@@ -192,7 +192,8 @@ def logged_run_data(run: Run) -> RunData:
 
 
 def _class_names(logged: str) -> list[str]:
-    """``data.class_names`` as MLflow stored it: the ``str()`` of a list of strings."""
+    """``data.class_names`` as MLflow stored it: a list of strings in JSON (or, from older
+    runs, Python's ``str()`` of it)."""
     try:
         names = ast.literal_eval(logged)
     except (ValueError, SyntaxError):

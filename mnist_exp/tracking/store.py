@@ -43,12 +43,41 @@ def absolute_store_uri(uri: str) -> str:
     return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
+UI_ADDRESS = "http://127.0.0.1:5000"  # where ui_command serves the UI
+# MLflow 3.17's UI opens an experiment on its GenAI pages (empty traces) unless the link
+# asks for the model-training view; links never change the browser's remembered choice.
+TRAINING_VIEW = "workflowType=machine_learning"
+
+
+def is_server(uri: str) -> bool:
+    """Whether ``uri`` is a tracking server (which serves the UI itself)."""
+    return uri.startswith(("http://", "https://"))
+
+
 def ui_command(uri: str) -> str:
-    """The shell command that opens this store in the MLflow UI on 127.0.0.1."""
+    """The shell command that serves a local store's MLflow UI on 127.0.0.1:5000."""
     uri = absolute_store_uri(uri)
-    if uri.startswith(("http://", "https://")):
-        return f"open {uri} in a browser"
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
+
+
+def ui_link(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
+    """The UI's address of a run (or of an experiment's runs table, or of the list of
+    experiments), in the model-training view, as the UI that :func:`ui_command` starts
+    (or the tracking server ``uri``) serves it."""
+    base = uri.rstrip("/") if is_server(uri) else UI_ADDRESS
+    page = "#/experiments"
+    if experiment_id is not None:
+        page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
+    return f"{base}/{page}?{TRAINING_VIEW}"
+
+
+def ui_hint(uri: str, experiment_id: str, run_id: str | None, indent: int) -> list[str]:
+    """The summary lines that say how to see a run (or an experiment) in the UI: the
+    command that serves it, if one is needed, and the link; labels padded to ``indent``."""
+    link = ui_link(uri, experiment_id, run_id)
+    if is_server(uri):
+        return ["open the UI".ljust(indent) + link]
+    return ["open the UI".ljust(indent) + ui_command(uri), " " * indent + f"then {link}"]
 
 
 @contextmanager

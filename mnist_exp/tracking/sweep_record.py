@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from mnist_exp.results.leaderboard import OBJECTIVE, JobResult, Leaderboard, write_leaderboard
-from mnist_exp.tracking.model_loading import run_model_uri
+from mnist_exp.quiet import registry_notes_filtered
+from mnist_exp.results.leaderboard import JobResult, Leaderboard, write_leaderboard
+from mnist_exp.results.metric_names import OBJECTIVE, SWEEP, TEST_ACCURACY, read
+from mnist_exp.tracking.model_loading import logged_model_uri
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import absolute_store_uri, store_errors, store_lock
 
@@ -41,9 +43,10 @@ REGISTER_AS = "mnist-best"  # the name the printed registration command uses
 class SweepRecorder:
     """The parent run of one sweep in the store at ``uri``."""
 
-    def __init__(self, run_id: str, uri: str) -> None:
+    def __init__(self, run_id: str, uri: str, experiment_id: str) -> None:
         self.run_id = run_id
         self.uri = uri
+        self.experiment_id = experiment_id
         # When this attempt of the sweep began, in the unit of MLflow's run start times.
         self.started_ms = int(time.time() * 1000)
 
@@ -55,29 +58,31 @@ class SweepRecorder:
         sweeper: str,
         documents: Mapping[str, str],
         fingerprint: str | None = None,
+        varies: str = "",
     ) -> SweepRecorder:
         """Create the parent run of the sweep in ``sweep_dir`` (the experiment first, if it
-        is new), tagged with its role, folder, ``sweeper``, owner and ``fingerprint`` (if
-        any), and log ``documents`` (artifact file name -> text) on it. A store that
-        cannot be used raises StoreError (one line)."""
+        is new), named by its folder and what it ``varies``, tagged with its role, folder,
+        ``sweeper``, owner, ``fingerprint`` (if any) and source (the command, as MLflow
+        tags a run it starts itself), and log ``documents`` (artifact file name -> text)
+        on it. A store that cannot be used raises StoreError (one line)."""
+        from mlflow.tracking.context.registry import resolve_tags
+
         from mnist_exp.tracking.recorder import open_experiment
 
         experiment_id = open_experiment(tracking_cfg)
         uri = absolute_store_uri(tracking_cfg.uri)
         client = _client(uri)
+        tags = {
+            PARENT_TAG: "parent",
+            "sweep": sweep_dir,
+            "sweep.sweeper": sweeper,
+            **owner_tags(),
+            **({FINGERPRINT_TAG: fingerprint} if fingerprint else {}),
+        }
+        name = f"sweep {Path(sweep_dir).name}" + (f" ({varies})" if varies else "")
         with store_errors(uri):
-            parent = client.create_run(
-                experiment_id,
-                run_name=f"sweep {Path(sweep_dir).name}",
-                tags={
-                    PARENT_TAG: "parent",
-                    "sweep": sweep_dir,
-                    "sweep.sweeper": sweeper,
-                    **owner_tags(),
-                    **({FINGERPRINT_TAG: fingerprint} if fingerprint else {}),
-                },
-            )
-        recorder = cls(parent.info.run_id, uri)
+            parent = client.create_run(experiment_id, run_name=name, tags=resolve_tags(tags))
+        recorder = cls(parent.info.run_id, uri, experiment_id)
         _open_parents[recorder.run_id] = recorder
         for name, text in documents.items():
             client.log_text(recorder.run_id, text, name)
@@ -132,7 +137,7 @@ class SweepRecorder:
                 or (run.info.status == "RUNNING" and owner_alive(run.data.tags) is not False)
             ):
                 return None
-            recorder = cls(run_id, uri)
+            recorder = cls(run_id, uri, experiment_id)
             _open_parents[run_id] = recorder  # ended on exit from here on, whatever happens
             with store_errors(uri):
                 client.update_run(run_id, status="RUNNING")
@@ -155,10 +160,11 @@ class SweepRecorder:
                 run_id=run.info.run_id,
                 status=run.info.status,
                 params={k: v for k, v in run.data.params.items() if is_config_param(k)},
-                val_accuracy=run.data.metrics.get(OBJECTIVE),
-                test_accuracy=run.data.metrics.get("test_accuracy"),
+                val_accuracy=read(run.data.metrics, OBJECTIVE),
+                test_accuracy=read(run.data.metrics, TEST_ACCURACY),
                 error=run.data.tags.get("error"),
                 pruned=run.data.tags.get(TRIAL_STATE_TAG) == "PRUNED",
+                name=run.info.run_name or "",
             )
             for run in (_current(children) if one_per_config else children)
         ]
@@ -183,15 +189,17 @@ class SweepRecorder:
         with tempfile.TemporaryDirectory() as folder:
             write_leaderboard(board, Path(folder))
             client.log_artifacts(self.run_id, folder)
-        client.log_metric(self.run_id, "finished_runs", len(board.ranked))
-        client.log_metric(self.run_id, "failed_runs", len(board.failed))
-        client.log_metric(self.run_id, "pruned_runs", len(board.pruned))
+        counts = {"finished": board.ranked, "failed": board.failed, "pruned": board.pruned}
+        for outcome, runs in counts.items():
+            client.log_metric(self.run_id, f"{SWEEP}{outcome}_runs", len(runs))
         if board.best is not None:
             client.set_tag(board.best.run_id, BEST_TAG, "true")
             client.set_tag(self.run_id, "best_run_id", board.best.run_id)
-            client.log_metric(self.run_id, f"best_{OBJECTIVE}", board.best.val_accuracy)
+            best = {"best_val_accuracy": board.best.val_accuracy}
             if board.best.test_accuracy is not None:
-                client.log_metric(self.run_id, "best_test_accuracy", board.best.test_accuracy)
+                best["best_test_accuracy"] = board.best.test_accuracy
+            for name, value in best.items():
+                client.log_metric(self.run_id, f"{SWEEP}{name}", value)
 
     def register_best(self, board: Leaderboard, name: str | None) -> str | None:
         """Register the best child's model as a new version of ``name``; return
@@ -201,7 +209,9 @@ class SweepRecorder:
         import mlflow
 
         mlflow.set_tracking_uri(self.uri)
-        version = mlflow.register_model(run_model_uri(board.best.run_id), name)
+        model = logged_model_uri(_client(self.uri), board.best.run_id)
+        with registry_notes_filtered():
+            version = mlflow.register_model(model, name)
         return f"{name}/{version.version}"
 
     def end(self, status: str) -> None:
@@ -234,11 +244,13 @@ def open_sweeps() -> list[SweepRecorder]:
     return list(_open_parents.values())
 
 
-def end_open_sweeps(status: str) -> None:
+def end_open_sweeps(status: str) -> list[str]:
     """End every parent run this process left open with ``status`` (see
-    :meth:`SweepRecorder.end`)."""
-    for recorder in open_sweeps():
+    :meth:`SweepRecorder.end`); return their run ids."""
+    ended = open_sweeps()
+    for recorder in ended:
         recorder.end(status)
+    return [recorder.run_id for recorder in ended]
 
 
 def finished_child(uri: str, parent_run_id: str, digest: str) -> tuple[str, float] | None:
@@ -258,18 +270,17 @@ def finished_child(uri: str, parent_run_id: str, digest: str) -> tuple[str, floa
             order_by=["attributes.start_time DESC"],
             max_results=1,
         )
-    if not found or OBJECTIVE not in found[0].data.metrics:
-        return None
-    return found[0].info.run_id, found[0].data.metrics[OBJECTIVE]
+    objective = read(found[0].data.metrics, OBJECTIVE) if found else None
+    return None if objective is None else (found[0].info.run_id, objective)
 
 
 def register_command(tracking_uri: str, run_id: str) -> str:
     """The shell command that registers run ``run_id``'s model in the store at
     ``tracking_uri``."""
+    uri = absolute_store_uri(tracking_uri)
     return (
-        f"python -c \"import mlflow; mlflow.set_tracking_uri('"
-        f"{absolute_store_uri(tracking_uri)}'); mlflow.register_model("
-        f"'{run_model_uri(run_id)}', '{REGISTER_AS}')\""
+        f"python -c \"import mlflow; mlflow.set_tracking_uri('{uri}'); mlflow.register_model("
+        f"'{logged_model_uri(_client(uri), run_id)}', '{REGISTER_AS}')\""
     )
 
 

@@ -79,6 +79,14 @@ class Checkpoint:
         return model
 
 
+def saved_epoch(folder: Path) -> int | None:
+    """The epochs completed in the checkpoint in ``folder``; None if it holds none."""
+    try:
+        return Checkpoint.load(folder).epoch
+    except ConfigError:
+        return None
+
+
 class _CheckpointWriter:
     """Replaces the checkpoint in ``folder`` with the model's state after each epoch,
     keeping the metric history (continued from ``resume_from``'s, if given)."""

@@ -67,14 +67,24 @@ class StopWhenTold(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class EpochMetricsCallback(keras.callbacks.Callback):
-    """Passes each epoch's Keras logs, its duration (``epoch_seconds``) and the optimizer's
-    learning rate to ``log_metrics(metrics, step)``, step = epoch (from 1),
-    and keeps the clock: when training started and how long the logging took."""
+def float32_value(value: float) -> float:
+    """A float32 result (Keras's metrics) as the shortest float that is the same float32:
+    0.845, not 0.8450000286102295."""
+    return float(str(np.float32(value)))
 
-    def __init__(self, log_metrics: Callable[[dict[str, float], int], None]) -> None:
+
+class EpochMetricsCallback(keras.callbacks.Callback):
+    """Passes each epoch's Keras logs, its duration (``seconds``) and, if
+    ``log_learning_rate`` (a schedule changes it), the optimizer's learning rate to
+    ``log_metrics(metrics, step)``, step = epoch (from 1), and keeps the clock: when
+    training started and how long the logging took."""
+
+    def __init__(
+        self, log_metrics: Callable[[dict[str, float], int], None], log_learning_rate: bool
+    ) -> None:
         super().__init__()
         self.log_metrics = log_metrics
+        self.log_learning_rate = log_learning_rate
         self.started_at: float | None = None  # perf_counter() when fit began
         self.epoch_started_at = 0.0  # perf_counter() when the current epoch began
         self.logging_seconds: list[float] = []
@@ -91,23 +101,26 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         """Forward the finished epoch's metrics and its duration, timing the write."""
         interrupts.raise_if_received()  # stop before logging an epoch a Ctrl-C cut into
         start = time.perf_counter()
-        metrics = {name: float(value) for name, value in (logs or {}).items()}
-        metrics["epoch_seconds"] = start - self.epoch_started_at  # training and validation
-        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        metrics["learning_rate"] = float(rate)  # reached at the end of this epoch
+        metrics = {name: float32_value(value) for name, value in (logs or {}).items()}
+        metrics["seconds"] = round(start - self.epoch_started_at, 3)  # training, validation
+        if self.log_learning_rate:
+            rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+            metrics["learning_rate"] = float32_value(rate)  # reached at the end of the epoch
         self.log_metrics(metrics, epoch + 1)
         self.logging_seconds.append(time.perf_counter() - start)
 
     def timings(self) -> dict[str, float]:
-        """Where the time went, as metrics: start-up (from the package's import to the
-        start of training), training until now, and the logging's share of each epoch."""
+        """Where the time went, in seconds to the millisecond (the names of
+        :data:`mnist_exp.results.metric_names.TIMINGS`): start-up (from the package's
+        import to the start of training), training until now, and the logging's share of
+        each epoch."""
         timings = {"fit_seconds": time.perf_counter() - self.started_at}
         timings["startup_seconds"] = self.started_at - STARTED_AT
         if self.logging_seconds:
             timings["mlflow_seconds_per_epoch"] = sum(self.logging_seconds) / len(
                 self.logging_seconds
             )
-        return timings
+        return {name: round(seconds, 3) for name, seconds in timings.items()}
 
 
 def fit(
@@ -174,7 +187,7 @@ def fit(
         kept_epoch = len(history["val_loss"]) - 1
     return FitResult(
         history=history,
-        val_accuracy=float(history["val_accuracy"][kept_epoch]),
+        val_accuracy=float32_value(history["val_accuracy"][kept_epoch]),
         epochs_run=len(history["val_loss"]),
     )
 

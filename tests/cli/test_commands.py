@@ -32,7 +32,7 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     assert run.data.params["train.steps_per_execution"] == "17"
     assert run.data.params["train.steps_per_execution.configured"] == "auto"
     assert run.data.tags["device.kind"] == "cpu"
-    assert f"test accuracy  {run.data.metrics['test_accuracy']:.4f}" in done.stdout
+    assert f"test accuracy  {run.data.metrics['final/test_accuracy']:.4f}" in done.stdout
     assert f"mlflow run     {run.info.run_id}" in done.stdout
     assert f"mlflow ui --backend-store-uri {store.uri} --host 127.0.0.1" in done.stdout
     overrides = store.client().download_artifacts(run.info.run_id, "overrides.yaml", str(tmp_path))
@@ -50,7 +50,7 @@ def test_ctrl_c_during_training_ends_the_run_killed(tmp_path, store, mnist_npz):
     assert "Traceback" not in stderr
     (run,) = store.runs()
     assert run.info.status == "KILLED"
-    assert store.client().get_metric_history(run.info.run_id, "loss")[0].step == 1
+    assert store.client().get_metric_history(run.info.run_id, "epoch/loss")[0].step == 1
 
 
 @pytest.fixture(scope="module")

@@ -148,7 +148,7 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
     (parent,) = [run for run in runs if run.data.tags.get("sweep.role") == "parent"]
     children = [run for run in runs if run is not parent]
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["finished_runs"] == 2
+    assert parent.data.metrics["sweep/finished_runs"] == 2
     assert {child.data.tags["mlflow.parentRunId"] for child in children} == {parent.info.run_id}
     assert sorted(child.data.params["model.dropout"] for child in children) == ["0.2", "0.4"]
 
@@ -158,8 +158,8 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
     assert {child.data.tags["threads.intra_op"] for child in children} == {"1"}
     for child in children:
         assert child.info.status == "FINISHED"
-        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 2
-        assert 0 < child.data.metrics["test_accuracy"] <= 1
+        assert len(client.get_metric_history(child.info.run_id, "epoch/val_accuracy")) == 2
+        assert 0 < child.data.metrics["final/test_accuracy"] <= 1
         logged = {entry.path for entry in client.list_artifacts(child.info.run_id, "report")}
         assert "report/confusion_matrix.png" in logged
     # Models went through the server into its artifact storage...
@@ -182,7 +182,9 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
     (evaluation,) = client.search_runs(
         [experiment.experiment_id], "tags.`mnist_exp.kind` = 'evaluation'"
     )
-    assert evaluation.data.metrics["test_accuracy"] == best.data.metrics["test_accuracy"]
+    assert (
+        evaluation.data.metrics["final/test_accuracy"] == best.data.metrics["final/test_accuracy"]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -252,5 +254,5 @@ def test_cluster_optuna_study_in_postgres_prunes_trials_from_ray_workers(
     for child in children:  # stopped after epoch 1 of 2, its run complete and marked pruned
         assert child.info.status == "FINISHED"
         assert child.data.tags["sweep.trial_state"] == "PRUNED"
-        assert len(client.get_metric_history(child.info.run_id, "val_accuracy")) == 1
-        assert "test_accuracy" in child.data.metrics
+        assert len(client.get_metric_history(child.info.run_id, "epoch/val_accuracy")) == 1
+        assert "final/test_accuracy" in child.data.metrics

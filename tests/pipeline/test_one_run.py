@@ -10,8 +10,9 @@ import pytest
 from mnist_exp.data.splits import load_splits
 from mnist_exp.pipeline.one_run import JobInfo, run_one
 from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS
+from mnist_exp.results.metric_names import OBJECTIVE
 from mnist_exp.tracking.recorder import CONFIGURED, RunRecorder, flatten, git_commit
-from mnist_exp.training.fit import fit
+from mnist_exp.training.fit import fit, float32_value
 from mnist_exp.training.model import build_model, compile_model
 
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -47,11 +48,11 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert params["optimizer.name"] == "adam"
 
     for name in EPOCH_METRICS:
-        history = client.get_metric_history(run.info.run_id, name)
+        history = client.get_metric_history(run.info.run_id, f"epoch/{name}")
         assert [point.step for point in history] == [1, 2], name
-    assert 0.0 <= run.data.metrics["test_accuracy"] <= 1.0
-    assert run.data.metrics["test_loss"] > 0
-    assert objective == pytest.approx(run.data.metrics["val_accuracy"])
+    assert 0.0 <= run.data.metrics["final/test_accuracy"] <= 1.0
+    assert run.data.metrics["final/test_loss"] > 0
+    assert objective == run.data.metrics["epoch/val_accuracy"] == run.data.metrics[OBJECTIVE]
 
     tags = run.data.tags
     assert tags["dataset"] == "mnist" and tags["dataset.variant"] == "full"
@@ -77,7 +78,7 @@ def test_logged_model_predicts_probabilities_through_pyfunc(finished_run):
     # The reloaded model is the trained one: it scores like the run's test accuracy.
     all_predictions = np.asarray(model.predict(splits.x_test)).argmax(axis=1)
     accuracy = float(np.mean(all_predictions == splits.y_test))
-    assert accuracy == pytest.approx(run.data.metrics["test_accuracy"], abs=1e-6)
+    assert accuracy == pytest.approx(run.data.metrics["final/test_accuracy"], abs=1e-6)
 
 
 @pytest.mark.slow
@@ -152,7 +153,7 @@ def test_early_stopping_keeps_the_best_epoch(make_config, mnist_npz):
     val_losses = result.history["val_loss"]
     assert result.epochs_run == len(val_losses) < 8
     best = val_losses.index(min(val_losses))
-    assert result.val_accuracy == result.history["val_accuracy"][best]
+    assert result.val_accuracy == float32_value(result.history["val_accuracy"][best])
     # The restored weights are the best epoch's: evaluating them gives its val loss.
     restored_loss, _ = model.evaluate(splits.x_val, splits.y_val, verbose=0)
     assert restored_loss == pytest.approx(min(val_losses), rel=1e-4)

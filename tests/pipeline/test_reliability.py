@@ -44,8 +44,8 @@ def test_deterministic_runs_repeat_exactly(reference, mnist_npz):
     again = store.client().get_run(run_id_of(done.stdout))
     assert again.info.run_id != whole.info.run_id
     assert histories(store, again) == histories(store, whole)
-    assert again.data.metrics["test_accuracy"] == whole.data.metrics["test_accuracy"]
-    assert again.data.metrics["test_loss"] == whole.data.metrics["test_loss"]
+    assert again.data.metrics["final/test_accuracy"] == whole.data.metrics["final/test_accuracy"]
+    assert again.data.metrics["final/test_loss"] == whole.data.metrics["final/test_loss"]
 
 
 @pytest.mark.slow
@@ -91,7 +91,7 @@ def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(refere
     assert resumed.data.tags["resumed_after_epoch"] == "2"
     assert resumed.data.params == whole.data.params  # logged once, never re-logged
     assert histories(store, resumed) == histories(store, whole)
-    for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
+    for metric in ("final/test_accuracy", "final/test_loss", "final/val_accuracy"):
         assert resumed.data.metrics[metric] == whole.data.metrics[metric], metric
 
 

@@ -246,7 +246,7 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     kids = [r for r in store.sweep_children() if r.info.status == "FINISHED"]
     assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in complete]
     assert sorted(t.value for t in complete) == sorted(
-        kid.data.metrics["final_val_accuracy"] for kid in kids
+        kid.data.metrics["final/val_accuracy"] for kid in kids
     )
 
     more = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=3")
@@ -260,7 +260,7 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     assert results["best_value"] == max(t.value for t in complete)
     (parent,) = [r for r in store.runs() if r.data.tags.get("sweep.role") == "parent"]
     assert parent.info.run_id == again.info.run_id
-    assert parent.data.metrics["finished_runs"] == 3  # the leaderboard: whole study
+    assert parent.data.metrics["sweep/finished_runs"] == 3  # the leaderboard: whole study
 
 
 def test_the_default_study_name_follows_the_search_not_the_order_of_overrides():
@@ -364,8 +364,8 @@ def test_a_pruned_trial_stops_training_and_its_run_ends_finished(
     (run,) = [r for r in store.runs() if r.data.tags.get("mlflow.parentRunId")]
     assert run.info.status == "FINISHED"
     assert run.data.tags["sweep.trial_state"] == "PRUNED"
-    assert "final_val_accuracy" in run.data.metrics
-    history = store.client().get_metric_history(run.info.run_id, "val_accuracy")
+    assert "final/val_accuracy" in run.data.metrics
+    history = store.client().get_metric_history(run.info.run_id, "epoch/val_accuracy")
     assert [m.step for m in history] == [1]
     trial = optuna.load_study(study_name="pruned", storage=storage).trials[-1]
     assert trial.state == TrialState.PRUNED
@@ -446,7 +446,7 @@ def test_two_sweepers_started_together_share_one_study_without_duplicates(
     for kid in kids:
         if int(kid.data.tags["sweep.trial"]) in values:
             assert (
-                kid.data.metrics["final_val_accuracy"] == values[int(kid.data.tags["sweep.trial"])]
+                kid.data.metrics["final/val_accuracy"] == values[int(kid.data.tags["sweep.trial"])]
             )
 
 

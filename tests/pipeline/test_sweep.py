@@ -74,7 +74,7 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     assert set(kids[0].data.params) == set(kids[1].data.params)
     assert sorted(kid.data.params["model.dropout"] for kid in kids) == ["0.2", "0.5"]
 
-    best = max(kids, key=lambda kid: kid.data.metrics["final_val_accuracy"])
+    best = max(kids, key=lambda kid: kid.data.metrics["final/val_accuracy"])
     assert [kid.data.tags.get("sweep.best") for kid in kids if kid is not best] == [None]
     assert best.data.tags["sweep.best"] == "true"
     assert parent.data.tags["best_run_id"] == best.info.run_id
@@ -135,14 +135,14 @@ def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, swee
     client = store.client()
     for kid in kids:
         assert {
-            "loss",
-            "accuracy",
-            "val_loss",
-            "val_accuracy",
-            "test_accuracy",
-            "final_val_accuracy",
+            "epoch/loss",
+            "epoch/accuracy",
+            "epoch/val_loss",
+            "epoch/val_accuracy",
+            "final/test_accuracy",
+            "final/val_accuracy",
         } <= set(kid.data.metrics)
-        assert len(client.get_metric_history(kid.info.run_id, "val_loss")) == 1
+        assert len(client.get_metric_history(kid.info.run_id, "epoch/val_loss")) == 1
         # jobs x threads ~ cores: each job gets cores // n_jobs intra-op threads.
         assert kid.data.tags["threads.intra_op"] == str(max(1, (os.cpu_count() or 1) // n_jobs))
         assert kid.data.tags["threads.inter_op"] == "1"

@@ -62,7 +62,7 @@ def test_report_metrics_and_per_class_scores_are_consistent():
         {"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2}
     )
     assert report.accuracy == pytest.approx(4 / 6)
-    assert report.metrics()["test_f1_a"] == pytest.approx(0.5)
+    assert report.metrics()["final/test_f1/a"] == pytest.approx(0.5)
     mistakes = report.most_confident_mistakes()
     assert [(m["index"], m["true"], m["predicted"]) for m in mistakes] == [
         (1, "a", "b"),
@@ -92,12 +92,12 @@ def test_run_logs_figures_and_reports_that_match_its_test_set(trained, tmp_path)
     assert counts.sum() == len(splits.y_test) == 200
     assert counts.sum(axis=1).tolist() == np.bincount(splits.y_test, minlength=10).tolist()
     accuracy = np.trace(counts) / counts.sum()
-    assert run.data.metrics["test_accuracy"] == pytest.approx(accuracy)
+    assert run.data.metrics["final/test_accuracy"] == pytest.approx(accuracy)
 
     report = read_json(store, run.info.run_id, "report/classification_report.json", tmp_path)
     for digit in range(10):
         f1 = report["classes"][str(digit)]["f1"]
-        assert run.data.metrics[f"test_f1_{digit}"] == pytest.approx(f1)
+        assert run.data.metrics[f"final/test_f1/{digit}"] == pytest.approx(f1)
 
     # The mistakes grid shows only misclassified digits, surest first.
     predicted = (
@@ -131,9 +131,12 @@ def test_evaluate_reproduces_the_runs_test_accuracy_exactly(trained, mnist_npz):
             if run.data.tags.get("mnist_exp.kind") == "evaluation"
         )
         source = first if reference.startswith("run_id") else second
-        assert evaluation.data.metrics["test_accuracy"] == source.data.metrics["test_accuracy"]
-        assert evaluation.data.metrics["test_f1_3"] == source.data.metrics["test_f1_3"]
-        assert f"test accuracy  {source.data.metrics['test_accuracy']:.4f}" in done.stdout
+        assert (
+            evaluation.data.metrics["final/test_accuracy"]
+            == source.data.metrics["final/test_accuracy"]
+        )
+        assert evaluation.data.metrics["final/test_f1/3"] == source.data.metrics["final/test_f1/3"]
+        assert f"test accuracy  {source.data.metrics['final/test_accuracy']:.4f}" in done.stdout
         assert "report/confusion_matrix.png" in {
             a.path for a in store.client().list_artifacts(evaluation.info.run_id, "report")
         }

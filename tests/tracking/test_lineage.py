@@ -86,7 +86,7 @@ def test_fashion_mnist_and_the_subset_train_and_are_told_apart(tmp_path, store, 
     )
     assert confusion["class_names"][0] == "T-shirt/top"
     assert sum(map(sum, confusion["matrix"])) == 10_000  # the full Fashion-MNIST test set
-    assert "test_f1_Ankle boot" in fashion.data.metrics
+    assert "final/test_f1/Ankle boot" in fashion.data.metrics
     artifacts = {item.path for item in client.list_artifacts(fashion.info.run_id, "report")}
     assert "report/confusion_matrix.png" in artifacts
     # Three datasets, three sets of digests.

@@ -40,7 +40,7 @@ def test_device_epochs_give_the_step_by_step_histories_exactly(tmp_path, store, 
     )
     assert stepped.returncode == 0, stepped.stderr[-2000:]
     assert histories(store, device_run) == histories(store, step_run)
-    for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
+    for metric in ("final/test_accuracy", "final/test_loss", "final/val_accuracy"):
         assert device_run.data.metrics[metric] == step_run.data.metrics[metric], metric
     assert device_run.data.params["train.steps_per_execution"] == "1"  # an epoch a call
     assert step_run.data.params["train.steps_per_execution"] == "17"  # auto: 64, capped
@@ -76,7 +76,7 @@ def test_a_killed_device_run_resumes_to_the_uninterrupted_result(tmp_path, store
     assert done.returncode == 0, done.stderr[-2000:]
     resumed = store.client().get_run(cut.info.run_id)
     assert histories(store, resumed) == histories(store, reference)
-    for metric in ("test_accuracy", "test_loss", "final_val_accuracy"):
+    for metric in ("final/test_accuracy", "final/test_loss", "final/val_accuracy"):
         assert resumed.data.metrics[metric] == reference.data.metrics[metric], metric
 
 
@@ -97,7 +97,7 @@ def test_early_stopping_and_divergence_work_on_device_epochs(tmp_path, store, mn
     val_losses = [value for _, value in history["val_loss"]]
     assert len(val_losses) < 8
     best = val_losses.index(min(val_losses))
-    assert run.data.metrics["final_val_accuracy"] == history["val_accuracy"][best][1]
+    assert run.data.metrics["final/val_accuracy"] == history["val_accuracy"][best][1]
 
     diverged, _ = jax_run(
         tmp_path,
@@ -124,8 +124,8 @@ def test_mixed_precision_trains_and_is_logged(tmp_path, store, mnist_npz):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert run.data.params["train.precision"] == "mixed_bfloat16"
-    assert run.data.metrics["test_accuracy"] > 0.3  # it learned in bfloat16
-    assert 0 < run.data.metrics["test_loss"] < 3  # float32 probabilities: a finite loss
+    assert run.data.metrics["final/test_accuracy"] > 0.3  # it learned in bfloat16
+    assert 0 < run.data.metrics["final/test_loss"] < 3  # float32 probabilities: a finite loss
 
 
 @pytest.mark.slow

@@ -1,0 +1,53 @@
+"""The names a run's metrics are logged under, chosen for the MLflow UI.
+
+MLflow 3.17's run page puts the charts in one section per name prefix (the text before the
+last ``/``), prefixed sections first in alphabetical order, each chart titled by the rest;
+a metric logged at steps is drawn as a line, a one-value metric as a bar. So:
+
+- ``epoch/``: the per-epoch curves, first: ``loss``, ``accuracy``, ``val_loss``,
+  ``val_accuracy``, ``seconds`` (the epoch's training and validation) and, when a schedule
+  changes it, ``learning_rate``;
+- ``final/``: the scores of the model the run ended with: ``val_accuracy`` (what sweeps
+  rank by), ``test_accuracy``, ``test_loss``; and ``final/test_f1/<class>``;
+- ``time/``: where the time went (:data:`TIMINGS`);
+- ``sweep/``: on a sweep's parent run, its counts and its best child's scores.
+
+Runs logged before these names (``final_val_accuracy``, ``test_accuracy``) are still read:
+:func:`read` falls back to the old name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+EPOCH = "epoch/"
+OBJECTIVE = "final/val_accuracy"  # what sweeps rank by (never test accuracy)
+TEST_ACCURACY = "final/test_accuracy"
+TEST_LOSS = "final/test_loss"
+TEST_F1 = "final/test_f1/"  # + the class name
+TIME = "time/"
+SWEEP = "sweep/"
+
+# time/ metrics, and what each measures (docs/mlflow-ui.md lists them).
+TIMINGS = {
+    "startup_seconds": "from the package's import to the start of training: Python, "
+    "TensorFlow or JAX, data, MLflow and the model",
+    "fit_seconds": "training, validation and per-epoch logging, all epochs",
+    "mlflow_seconds_per_epoch": "the share of each epoch spent logging it to MLflow",
+}
+
+# Names used before, by the new name, so that older runs still rank and resume.
+_LEGACY = {OBJECTIVE: "final_val_accuracy", TEST_ACCURACY: "test_accuracy"}
+
+
+def epoch_metrics(logs: Mapping[str, float]) -> dict[str, float]:
+    """One epoch's values (Keras's names, ``seconds``, ``learning_rate``) as metrics."""
+    return {f"{EPOCH}{name}": value for name, value in logs.items()}
+
+
+def read(metrics: Mapping[str, float], name: str) -> float | None:
+    """The metric ``name`` of a run (its older name if the run predates it), or None."""
+    value = metrics.get(name)
+    if value is None and name in _LEGACY:
+        value = metrics.get(_LEGACY[name])
+    return value
