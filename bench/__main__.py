@@ -158,14 +158,14 @@ def main() -> None:
             run = client.get_run(run_id)
             metrics = run.data.metrics
             samples = int(run.data.tags["dataset.train_samples"])
-            epochs = [m.value for m in client.get_metric_history(run_id, "epoch_seconds")]
+            epochs = [m.value for m in client.get_metric_history(run_id, "epoch/seconds")]
             rows.append(
                 _row(
                     name,
                     wall,
-                    metrics["fit_seconds"],
+                    metrics["time/fit_seconds"],
                     samples,
-                    metrics["test_accuracy"],
+                    metrics["final/test_accuracy"],
                     peak,
                     plain,
                     metrics,
@@ -215,8 +215,8 @@ def _row(
     if steady_epoch:  # the median epoch after the first (which compiles): steady speed
         row["steady_samples_per_second"] = round(samples / steady_epoch)
     if metrics:
-        row["startup_seconds"] = round(metrics["startup_seconds"], 1)
-        row["mlflow_ms_per_epoch"] = round(1000 * metrics["mlflow_seconds_per_epoch"], 1)
+        row["startup_seconds"] = round(metrics["time/startup_seconds"], 1)
+        row["mlflow_ms_per_epoch"] = round(1000 * metrics["time/mlflow_seconds_per_epoch"], 1)
     return row
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import NoReturn
 
@@ -34,6 +35,12 @@ def describe_hydra_error(error: Exception) -> str:
         return f"{group}={option}: no such option; available: {', '.join(sorted(error.options))}"
     if isinstance(error, OverrideParseException):
         return f"cannot parse override {error.override!r}: {error.message.splitlines()[0]}"
+    if added := _NOT_IN_DEFAULTS.search(str(error)):
+        group, override = added.groups()
+        hint = f"add it with a +: {override}"
+        if group == "sweep":
+            hint += f" (and run it as a sweep: python -m mnist_exp.run -m {override})"
+        return f"{override[1:]}: {group} is not in the default config list; {hint}"
     cause = error.__cause__ if isinstance(error.__cause__, OmegaConfBaseException) else error
     full_key = getattr(cause, "full_key", None)
     parent = getattr(cause, "parent_node", None)
@@ -41,6 +48,12 @@ def describe_hydra_error(error: Exception) -> str:
         allowed = ", ".join(str(key) for key in parent)
         return f"{full_key}: unknown key; allowed keys here: {allowed}"
     return _one_line(str(error) or str(cause) or type(error).__name__)
+
+
+# Hydra's words for ``group=option`` when the group has no default (``sweep``, for one).
+_NOT_IN_DEFAULTS = re.compile(
+    r"Could not override '([\w/]+)'\. No match in the defaults list\..*use (\+\S+)", re.S
+)
 
 
 def _one_line(message: str) -> str:

@@ -148,7 +148,13 @@ class SweepCallback(Callback):
                     parent.run_id,
                     registered,
                     partial(register_command, config.tracking.uri),
-                    ui_hint(config.tracking.uri, parent.experiment_id, None, indent=13),
+                    ui_hint(
+                        config.tracking.uri,
+                        parent.experiment_id,
+                        None,
+                        indent=13,
+                        children_of=parent.run_id,
+                    ),
                     skipped,
                 )
             )
@@ -167,9 +173,10 @@ def sweep_trial() -> str | None:
 
 def swept_keys(config: DictConfig) -> list[str]:
     """The config keys a multirun varies: those given a sweep (``a,b``, ``choice(...)``,
-    ``interval(...)``, ...) in the sweeper's params or on the command line, in that order."""
-    swept = [o.key_or_group for o in _sweep_overrides(config) if o.is_sweep_override()]
-    return list(dict.fromkeys(swept))
+    ``interval(...)``, ...) in the sweeper's params or on the command line, in that order;
+    a key the command line fixes does not vary."""
+    last = {override.key_or_group: override for override in _sweep_overrides(config)}
+    return [key for key, override in last.items() if override.is_sweep_override()]
 
 
 def job_run_name(overrides: list[str], job_num: int | None) -> str | None:

@@ -49,6 +49,11 @@ if TYPE_CHECKING:
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
+# A model-training experiment, for MLflow UIs that read the kind from the experiment (3.17
+# takes it from the link instead: see tracking.store.TRAINING_VIEW).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def open_experiment(tracking_cfg: DictConfig) -> str:
     """Point MLflow at the configured store and return the experiment id, creating it once.
 
@@ -66,7 +71,7 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
         if artifacts is not None:
             artifacts = Path(artifacts).resolve().as_uri()
         try:
-            return mlflow.create_experiment(tracking_cfg.experiment, artifacts)
+            return mlflow.create_experiment(tracking_cfg.experiment, artifacts, EXPERIMENT_TAGS)
         except mlflow.exceptions.MlflowException:
             # Another job (or a server's other client) created it since our lookup.
             return mlflow.get_experiment_by_name(tracking_cfg.experiment).experiment_id

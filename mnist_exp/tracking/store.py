@@ -5,7 +5,7 @@ Several processes may start at once on one SQLite store, fresh or not. MLflow cr
 and migrates a new database the first time a process opens it, and two processes doing
 that together leave it half-migrated; :func:`store_lock` makes them take turns. Errors a
 broken, old, read-only or full store raises deep inside SQLAlchemy or Alembic become one
-line naming the store (:func:`store_problem`). Only the standard library is imported here.
+line naming the store (:func:`store_problem`). MLflow is not imported here.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
+from urllib.parse import quote, urlencode
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.interrupts import deferred
+from mnist_exp.results.metric_names import OBJECTIVE
 
 SQLITE = "sqlite:///"
 DEFAULT_STORE = "sqlite:///outputs/mlflow.db"  # conf/tracking/local.yaml's, for the CLIs
@@ -46,7 +48,7 @@ def absolute_store_uri(uri: str) -> str:
 UI_ADDRESS = "http://127.0.0.1:5000"  # where ui_command serves the UI
 # MLflow 3.17's UI opens an experiment on its GenAI pages (empty traces) unless the link
 # asks for the model-training view; links never change the browser's remembered choice.
-TRAINING_VIEW = "workflowType=machine_learning"
+TRAINING_VIEW = {"workflowType": "machine_learning"}
 
 
 def is_server(uri: str) -> bool:
@@ -60,21 +62,39 @@ def ui_command(uri: str) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
 
 
-def ui_link(uri: str, experiment_id: str | None = None, run_id: str | None = None) -> str:
-    """The UI's address of a run (or of an experiment's runs table, or of the list of
-    experiments), in the model-training view, as the UI that :func:`ui_command` starts
-    (or the tracking server ``uri``) serves it."""
+def ui_link(
+    uri: str,
+    experiment_id: str | None = None,
+    run_id: str | None = None,
+    children_of: str | None = None,
+) -> str:
+    """The UI's address of a run, of an experiment's runs table (only the children of run
+    ``children_of``, best first, if given: a sweep's leaderboard) or of the list of
+    experiments, in the model-training view, as the UI that :func:`ui_command` starts (or
+    the tracking server ``uri``) serves it."""
     base = uri.rstrip("/") if is_server(uri) else UI_ADDRESS
     page = "#/experiments"
     if experiment_id is not None:
         page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")
-    return f"{base}/{page}?{TRAINING_VIEW}"
+    query = dict(TRAINING_VIEW)
+    if children_of is not None:  # sorted by a metric, the table lists them flat
+        query["searchFilter"] = f"tags.`mlflow.parentRunId` = '{children_of}'"
+        query["orderByKey"] = f"metrics.`{OBJECTIVE}`"
+        query["orderByAsc"] = "false"
+    return f"{base}/{page}?{urlencode(query, quote_via=quote)}"
 
 
-def ui_hint(uri: str, experiment_id: str, run_id: str | None, indent: int) -> list[str]:
-    """The summary lines that say how to see a run (or an experiment) in the UI: the
-    command that serves it, if one is needed, and the link; labels padded to ``indent``."""
-    link = ui_link(uri, experiment_id, run_id)
+def ui_hint(
+    uri: str,
+    experiment_id: str,
+    run_id: str | None,
+    indent: int,
+    children_of: str | None = None,
+) -> list[str]:
+    """The summary lines that say how to see a run (or a sweep's children, see
+    :func:`ui_link`) in the UI: the command that serves it, if one is needed, and the
+    link; labels padded to ``indent``."""
+    link = ui_link(uri, experiment_id, run_id, children_of)
     if is_server(uri):
         return ["open the UI".ljust(indent) + link]
     return ["open the UI".ljust(indent) + ui_command(uri), " " * indent + f"then {link}"]

@@ -110,7 +110,7 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         self.logging_seconds.append(time.perf_counter() - start)
 
     def timings(self) -> dict[str, float]:
-        """Where the time went, in seconds to the millisecond (the names of
+        """Where the time went, in seconds (to 0.1 ms) (the names of
         :data:`mnist_exp.results.metric_names.TIMINGS`): start-up (from the package's
         import to the start of training), training until now, and the logging's share of
         each epoch."""
@@ -120,7 +120,7 @@ class EpochMetricsCallback(keras.callbacks.Callback):
             timings["mlflow_seconds_per_epoch"] = sum(self.logging_seconds) / len(
                 self.logging_seconds
             )
-        return {name: round(seconds, 3) for name, seconds in timings.items()}
+        return {name: round(seconds, 4) for name, seconds in timings.items()}
 
 
 def fit(

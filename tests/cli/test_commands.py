@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import interrupt_during_training, run_cli
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+# What TensorFlow, matplotlib and MLflow would print that says nothing to the user.
+NOISE = (
+    "absl::InitializeLog",
+    "oneDNN custom operations",
+    "tf.function retracing",
+    "fontManager",
+    "Successfully registered model",
+    "\x1b[",  # an ANSI colour
+)
 
 
 @pytest.mark.slow
@@ -19,13 +33,36 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
         [
             f"data.path={mnist_npz}",
             "train.epochs=1",
+            "tracking.register_as=single",
             f"hydra.run.dir={tmp_path / 'run'}",
             *store.overrides,
         ],
         cwd=tmp_path,
+        env={"MPLCONFIGDIR": str(tmp_path / "matplotlib")},  # a font cache built from scratch
     )
     assert done.returncode == 0, done.stderr
+    # The terminal is quiet: TensorFlow's import lines are filtered out at the source.
+    assert [phrase for phrase in NOISE if phrase in done.stderr] == [], done.stderr
     (run,) = store.runs()
+    assert re.fullmatch(r"[a-z]+-[a-z]+-\d+", run.info.run_name)  # MLflow-style, not seeded
+    # Params as typed in YAML: null, true, a JSON list.
+    assert run.data.params["data.train_size"] == "null"
+    assert run.data.params["model.batch_norm"] == "true"
+    assert run.data.params["data.class_names"] == json.dumps([str(d) for d in range(10)])
+    # float32 metrics as the float32 they are: 0.845, not 0.8450000286102295.
+    value = run.data.metrics["final/val_accuracy"]
+    assert value == float(str(np.float32(value)))
+    assert "registered     models:/single/1" in done.stdout
+    assert "(test loss " in done.stdout and ", 1 epoch)" in done.stdout
+    assert (
+        f"data           mnist: 540 train / 60 val / 200 test images from {mnist_npz}"
+        in done.stdout
+    )
+    link = (
+        "then http://127.0.0.1:5000/#/experiments/1/runs/"
+        f"{run.info.run_id}?workflowType=machine_learning"
+    )
+    assert link in done.stdout
     assert run.info.status == "FINISHED"
     assert "17/17 - " in done.stdout and "val_accuracy: " in done.stdout  # Keras progress
     # steps_per_execution=auto ran the whole epoch (17 steps) per call, on the CPU.
@@ -50,6 +87,15 @@ def test_ctrl_c_during_training_ends_the_run_killed(tmp_path, store, mnist_npz):
     assert "Traceback" not in stderr
     (run,) = store.runs()
     assert run.info.status == "KILLED"
+    # It names the run and the command that continues it (test_reliability runs it).
+    assert (
+        f"interrupted: run {run.info.run_id} was marked KILLED after epoch "
+        in stderr.splitlines()[-1]
+    )
+    assert stderr.splitlines()[-1].endswith(
+        f"of 1000; continue it with: python -m mnist_exp.run resume={run.info.run_id} "
+        f"tracking.uri={store.uri}"
+    )
     assert store.client().get_metric_history(run.info.run_id, "epoch/loss")[0].step == 1
 
 

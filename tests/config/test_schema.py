@@ -105,6 +105,11 @@ BAD_OVERRIDES = [
         "optimizer.momentum: unknown key; allowed keys here: name, learning_rate",
     ),
     ("+extra=1", "extra: unknown key; allowed keys here: seed, resume, sweep_fresh, data, model"),
+    (
+        "sweep=dropout_lr",
+        "sweep=dropout_lr: sweep is not in the default config list; add it with a +: "
+        "+sweep=dropout_lr (and run it as a sweep: python -m mnist_exp.run -m +sweep=dropout_lr)",
+    ),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -82,9 +83,13 @@ def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(refere
     assert (folder / "cut" / "checkpoints" / "last.keras").is_file()
     runs_before = len(store.runs())
 
-    # Resume by run id: the same MLflow run finishes the remaining epochs.
-    done = run_cli([f"resume={cut.info.run_id}", *store.overrides], cwd=folder)
+    # Resume with the command the interrupt printed: the same MLflow run finishes the
+    # remaining epochs.
+    printed = stderr.splitlines()[-1].split("continue it with: python -m mnist_exp.run ")[1]
+    assert printed == f"resume={cut.info.run_id} tracking.uri={store.uri}"
+    done = run_cli(shlex.split(printed), cwd=folder)
     assert done.returncode == 0, done.stderr
+    assert f"resuming run {cut.info.run_id} from epoch 3 of 4" in done.stdout
     assert len(store.runs()) == runs_before, "resume must reopen the run, not start a new one"
     resumed = store.client().get_run(cut.info.run_id)
     assert resumed.info.status == "FINISHED"

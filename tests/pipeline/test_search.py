@@ -212,6 +212,7 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     ]
     code, stderr = interrupt_during_training(long_sweep, tmp_path)
     assert code == 130, stderr
+    assert "run the same command again to continue it" in stderr.splitlines()[-1]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.load_study(study_name=study_name, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL]  # told, not left RUNNING
@@ -248,6 +249,11 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     assert sorted(t.value for t in complete) == sorted(
         kid.data.metrics["final/val_accuracy"] for kid in kids
     )
+    # Each trial's run is named by its number and the values it tried: all distinct.
+    names = [kid.info.run_name for kid in store.sweep_children()]
+    assert len(set(names)) == len(names) == 4
+    for kid in kids:
+        assert kid.info.run_name.startswith(f"trial {kid.data.tags['sweep.trial']}: units=[")
 
     more = optuna_sweep(f"hydra.sweeper.study_name={study_name}", "hydra.sweeper.n_trials=3")
     assert more.returncode == 0, more.stderr

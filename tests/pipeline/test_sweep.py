@@ -19,7 +19,13 @@ from conftest import (
 )
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_exp.pipeline.sweep import config_digest, sweep_fingerprint
+from mnist_exp.pipeline.sweep import (
+    TRIAL_ENV,
+    VARIES_ENV,
+    config_digest,
+    job_run_name,
+    sweep_fingerprint,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -73,6 +79,10 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     assert [kid.info.status for kid in kids] == ["FINISHED", "FINISHED"]
     assert set(kids[0].data.params) == set(kids[1].data.params)
     assert sorted(kid.data.params["model.dropout"] for kid in kids) == ["0.2", "0.5"]
+    # Named by what the sweep varies; the parent by its folder and that, with its source.
+    assert sorted(kid.info.run_name for kid in kids) == ["dropout=0.2", "dropout=0.5"]
+    assert parent.info.run_name.endswith(" (dropout)")
+    assert parent.data.tags["mlflow.source.name"].endswith("run.py")
 
     best = max(kids, key=lambda kid: kid.data.metrics["final/val_accuracy"])
     assert [kid.data.tags.get("sweep.best") for kid in kids if kid is not best] == [None]
@@ -94,6 +104,9 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     assert next(row["run_id"] for row in rows) == best.info.run_id
     assert [row["best"] for row in rows] == ["*", ""]
     assert {row["model.dropout"] for row in rows} == {"0.2", "0.5"}
+    assert [row["run"] for row in rows] == [
+        next(kid.info.run_name for kid in kids if kid.info.run_id == row["run_id"]) for row in rows
+    ]
     png = store.client().download_artifacts(
         parent.info.run_id, "objective_vs_params.png", str(tmp_path)
     )
@@ -103,9 +116,12 @@ def test_grid_sweep_is_one_parent_with_ranked_children(tmp_path, store, sweep):
     (version,) = store.client().search_model_versions("name='sweep-best'")
     assert (int(version.version), version.run_id) == (1, best.info.run_id)
     assert "registered   models:/sweep-best/1" in done.stdout
-    # The terminal shows the same leaderboard.
+    assert "Successfully registered" not in done.stderr  # the summary says it
+    # The terminal shows the same leaderboard, by run name, and the UI once.
     assert f"best run     {best.info.run_id}" in done.stdout
-    assert "model.dropout" in done.stdout and "val_accuracy" in done.stdout
+    assert f"*     {best.info.run_name}" in done.stdout and "val_accuracy" in done.stdout
+    assert done.stdout.count("open the UI") == 1
+    assert f"%60mlflow.parentRunId%60%20%3D%20%27{parent.info.run_id}%27" in done.stdout
 
 
 @pytest.mark.slow
@@ -256,6 +272,36 @@ def test_a_seed_sweep_reports_mean_and_std_its_rerun_skips_all_unless_fresh(tmp_
 def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictConfig:
     """Just the ``hydra`` keys that :func:`sweep_fingerprint` reads."""
     return OmegaConf.create({"hydra": {"overrides": {"task": task}, "sweeper": {"params": params}}})
+
+
+@pytest.mark.parametrize(
+    ("varies", "trial", "overrides", "name"),
+    [
+        (
+            "model.dropout,optimizer.learning_rate",
+            None,
+            ["model.dropout=0.5", "optimizer.learning_rate=3e-4", "train.epochs=2"],
+            "dropout=0.5 lr=3e-4",
+        ),
+        (
+            "model.hidden_units,optimizer.learning_rate",
+            "7",
+            ["model.hidden_units=[512,256]", "optimizer.learning_rate=0.0012345678"],
+            "trial 7: units=[512,256] lr=0.00123",
+        ),
+        ("a.dropout,b.dropout", None, ["+a.dropout=1", "+b.dropout=2"], "a.dropout=1 b.dropout=2"),
+        ("", None, ["train.epochs=2"], "job 3"),
+    ],
+)
+def test_a_sweep_job_is_named_by_the_values_its_sweep_varies(
+    monkeypatch, varies, trial, overrides, name
+):
+    monkeypatch.setenv(VARIES_ENV, varies)
+    if trial is None:
+        monkeypatch.delenv(TRIAL_ENV, raising=False)
+    else:
+        monkeypatch.setenv(TRIAL_ENV, trial)
+    assert job_run_name(overrides, 3) == name
 
 
 def test_a_sweeps_fingerprint_ignores_order_and_the_fresh_flag():

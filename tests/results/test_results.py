@@ -12,6 +12,7 @@ from conftest import Store, in_process, mlflow_on_loopback, run_cli, train_in_pr
 from PIL import Image
 
 from mnist_exp.cli import evaluate, predict
+from mnist_exp.results.metric_names import OBJECTIVE, TEST_ACCURACY, read
 from mnist_exp.results.report import ClassificationReport
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -50,6 +51,13 @@ def read_json(store: Store, run_id: str, path: str, folder):
 
 def download(store: Store, run_id: str, path: str, folder) -> str:
     return store.client().download_artifacts(run_id, path, str(folder))
+
+
+def test_runs_logged_under_the_old_metric_names_are_still_read():
+    assert read({"final_val_accuracy": 0.9, "test_accuracy": 0.8}, OBJECTIVE) == 0.9
+    assert read({"final_val_accuracy": 0.9, OBJECTIVE: 0.95}, OBJECTIVE) == 0.95
+    assert read({"test_accuracy": 0.8}, TEST_ACCURACY) == 0.8
+    assert read({}, OBJECTIVE) is None
 
 
 def test_report_metrics_and_per_class_scores_are_consistent():

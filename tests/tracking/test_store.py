@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.tracking.preflight import check_store
 from mnist_exp.tracking.recorder import open_experiment
-from mnist_exp.tracking.store import StoreError, ui_command
+from mnist_exp.tracking.store import StoreError, ui_command, ui_link
 
 DRIVERLESS = [
     uri
@@ -187,6 +187,22 @@ def test_check_store_accepts_what_can_keep_runs(tmp_path):
     check_store("sqlite:///outputs/mlflow.db")
     with pytest.raises(ConfigError, match="no database file"):
         check_store(f"sqlite:/{tmp_path / 'new.db'}")  # two slashes: a host, no file
+
+
+def test_ui_links_open_the_training_view_of_a_run_an_experiment_or_all():
+    assert ui_link("sqlite:///outputs/mlflow.db", "3", "ab12") == (
+        "http://127.0.0.1:5000/#/experiments/3/runs/ab12?workflowType=machine_learning"
+    )
+    assert ui_link("http://mlflow.lab:5000/", "3") == (
+        "http://mlflow.lab:5000/#/experiments/3/runs?workflowType=machine_learning"
+    )
+    assert ui_link("sqlite:///x.db").endswith("/#/experiments?workflowType=machine_learning")
+    sweep = ui_link("sqlite:///x.db", "3", children_of="ab12")
+    assert sweep == (
+        "http://127.0.0.1:5000/#/experiments/3/runs?workflowType=machine_learning"
+        "&searchFilter=tags.%60mlflow.parentRunId%60%20%3D%20%27ab12%27"
+        "&orderByKey=metrics.%60final%2Fval_accuracy%60&orderByAsc=false"
+    )
 
 
 def test_the_printed_ui_command_survives_a_path_with_spaces():
