@@ -35,9 +35,10 @@ docs: install
 lint: install
 	$(BIN)/ruff check .
 
-## make ui: the MLflow UI on the project's store, bound to 127.0.0.1 only
+## make ui: the MLflow UI on the project's store, bound to 127.0.0.1 only; prints the link
+## that opens the runs of experiment mnist in the model-training view
 ui: install
-	$(BIN)/mlflow ui --backend-store-uri $(STORE) --host 127.0.0.1 --port $(PORT)
+	$(BIN)/python -m mnist_exp.runs ui --tracking-uri $(STORE) --port $(PORT)
 
 ## make server: an MLflow tracking server on PostgreSQL, bound to 127.0.0.1 (docs/team.md)
 DB ?= postgresql+psycopg2://mlflow:mlflow@127.0.0.1:5432/mlflow

@@ -160,7 +160,8 @@ class OptimizerConfig:
         "constant",
         "Learning-rate schedule: constant; cosine (decay to 0 by the last epoch); "
         "exponential (times decay_rate per epoch); warmup (linear ramp from 0 over "
-        "warmup_epochs, then constant). Logged per epoch as the metric learning_rate.",
+        "warmup_epochs, then constant). Logged per epoch as the metric epoch/learning_rate "
+        "unless constant.",
         choices=SCHEDULES,
     )
     warmup_epochs: int = _key(

@@ -33,7 +33,7 @@ from omegaconf import DictConfig, OmegaConf, read_write
 
 from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.errors import exit_with_error
-from mnist_exp.results.leaderboard import Leaderboard
+from mnist_exp.results.leaderboard import Leaderboard, short_number
 from mnist_exp.results.summary import sweep_summary
 from mnist_exp.tracking.preflight import check_store
 from mnist_exp.tracking.store import ui_hint
@@ -192,7 +192,7 @@ def job_run_name(overrides: list[str], job_num: int | None) -> str | None:
     names = _short_keys(keys)
     trial = sweep_trial()
     label = " ".join(
-        f"{names[key]}={_rounded(values[key]) if trial else values[key]}"
+        f"{names[key]}={short_number(values[key], 3) if trial else values[key]}"
         for key in keys
         if key in values
     )
@@ -208,15 +208,6 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
     if len(set(short.values())) < len(keys):
         return {key: key for key in keys}
     return short
-
-
-def _rounded(value: str) -> str:
-    """A sampled number to 3 significant digits; anything else as it is."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() else f"{number:.3g}"
 
 
 def quoted(value: str) -> str:

@@ -68,7 +68,7 @@ class Leaderboard:
             "rank": rank,
             "best": mark,
             "run": result.name,
-            **{key: _short(result.params.get(key, "")) for key in swept},
+            **{key: short_number(result.params.get(key, "")) for key in swept},
             "val_accuracy": _fmt(result.val_accuracy),
             "test_accuracy": _fmt(result.test_accuracy),
             "run_id": result.run_id,
@@ -90,7 +90,7 @@ class Leaderboard:
             rows.append(
                 {
                     **{
-                        key: _short(value or "")
+                        key: short_number(value or "")
                         for key, value in zip(config_keys, values, strict=True)
                     },
                     "seeds": str(len(members)),
@@ -101,13 +101,14 @@ class Leaderboard:
         return sorted(rows, key=lambda row: row["val_accuracy"], reverse=True)
 
 
-def _short(param: str) -> str:
-    """A param value for a table: long floats cut to 4 significant digits."""
+def short_number(param: str, digits: int = 4) -> str:
+    """A param value for people: a fraction cut to ``digits`` significant digits; whole
+    numbers and anything else as they are."""
     try:
         number = float(param)
     except ValueError:
         return param
-    return param if number.is_integer() else f"{number:.4g}"
+    return param if number.is_integer() else f"{number:.{digits}g}"
 
 
 def _fmt(value: float | None) -> str:

@@ -28,6 +28,7 @@ TEST_F1 = "final/test_f1/"  # + the class name
 TIME = "time/"
 SWEEP = "sweep/"
 
+FIRST_LOGGED = ("val_accuracy",)
 # time/ metrics, and what each measures (docs/mlflow-ui.md lists them).
 TIMINGS = {
     "startup_seconds": "from the package's import to the start of training: Python, "
@@ -41,8 +42,10 @@ _LEGACY = {OBJECTIVE: "final_val_accuracy", TEST_ACCURACY: "test_accuracy"}
 
 
 def epoch_metrics(logs: Mapping[str, float]) -> dict[str, float]:
-    """One epoch's values (Keras's names, ``seconds``, ``learning_rate``) as metrics."""
-    return {f"{EPOCH}{name}": value for name, value in logs.items()}
+    """One epoch's values (Keras's names, ``seconds``, ``learning_rate``) as metrics,
+    validation accuracy first: the UI's compare view plots the metric a run logged first."""
+    order = sorted(logs, key=lambda name: name not in FIRST_LOGGED)
+    return {f"{EPOCH}{name}": logs[name] for name in order}
 
 
 def read(metrics: Mapping[str, float], name: str) -> float | None:

@@ -45,7 +45,7 @@ def absolute_store_uri(uri: str) -> str:
     return f"{SQLITE}{path.resolve()}" if path is not None and not path.is_absolute() else uri
 
 
-UI_ADDRESS = "http://127.0.0.1:5000"  # where ui_command serves the UI
+UI_PORT = 5000  # where ui_command serves the UI, on 127.0.0.1
 # MLflow 3.17's UI opens an experiment on its GenAI pages (empty traces) unless the link
 # asks for the model-training view; links never change the browser's remembered choice.
 TRAINING_VIEW = {"workflowType": "machine_learning"}
@@ -56,10 +56,10 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def ui_command(uri: str) -> str:
-    """The shell command that serves a local store's MLflow UI on 127.0.0.1:5000."""
+def ui_command(uri: str, port: int = UI_PORT) -> str:
+    """The shell command that serves a local store's MLflow UI on 127.0.0.1:``port``."""
     uri = absolute_store_uri(uri)
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port 5000"
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port {port}"
 
 
 def ui_link(
@@ -67,12 +67,13 @@ def ui_link(
     experiment_id: str | None = None,
     run_id: str | None = None,
     children_of: str | None = None,
+    port: int = UI_PORT,
 ) -> str:
     """The UI's address of a run, of an experiment's runs table (only the children of run
     ``children_of``, best first, if given: a sweep's leaderboard) or of the list of
     experiments, in the model-training view, as the UI that :func:`ui_command` starts (or
     the tracking server ``uri``) serves it."""
-    base = uri.rstrip("/") if is_server(uri) else UI_ADDRESS
+    base = uri.rstrip("/") if is_server(uri) else f"http://127.0.0.1:{port}"
     page = "#/experiments"
     if experiment_id is not None:
         page += f"/{experiment_id}/runs" + (f"/{run_id}" if run_id else "")

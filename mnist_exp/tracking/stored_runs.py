@@ -48,6 +48,20 @@ def find_run(run_id: str, tracking_uri: str) -> StoredRun:
     return StoredRun(run.info.run_id, run.info.status, dict(run.data.tags))
 
 
+def experiment_id(tracking_uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in the store at ``tracking_uri``; None when the store
+    or the experiment does not exist yet; StoreError if the store cannot be read."""
+    from mlflow import MlflowClient
+
+    uri = absolute_store_uri(tracking_uri)
+    if (path := sqlite_path(uri)) is not None and not path.is_file():
+        return None
+    check_store(tracking_uri)
+    with store_errors(uri):
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return None if found is None else found.experiment_id
+
+
 def close_stale_runs(
     tracking_uri: str, force: list[str], dry_run: bool = False
 ) -> tuple[list[str], list[str]]:

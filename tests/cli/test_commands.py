@@ -11,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import interrupt_during_training, run_cli
+from conftest import (
+    answers,
+    free_port,
+    interrupt_during_training,
+    run_cli,
+    stop_process_group,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -162,3 +169,29 @@ def test_installed_wheel_ships_the_optuna_sweeper_plugin(tmp_path, installed_whe
     )
     assert done.returncode == 0, done.stderr
     assert "_target_: hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_ui_command_prints_the_training_view_link_and_serves_the_store(tmp_path, store):
+    experiment = store.client().create_experiment("mnist")
+    port = free_port()
+    command = ["ui", "--tracking-uri", store.uri, "--port", str(port)]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_exp.runs", *command],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        first = process.stdout.readline()
+        assert first.startswith(
+            f"MLflow UI: http://127.0.0.1:{port}/#/experiments/{experiment}/runs"
+            "?workflowType=machine_learning"
+        ), first
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{port}/"), process, process.stdout.read, "mlflow ui"
+        )
+    finally:
+        stop_process_group(process)

@@ -331,7 +331,7 @@ def test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again(tmp_path, s
         *store.overrides,
     ]
     process = start([*args, f"hydra.sweep.dir={tmp_path / 'first'}"], tmp_path)
-    wait_for_line(process, "mlflow run")  # job 0 finished
+    wait_for_line(process, "sweep job 0 (dropout=0.2): test accuracy ")  # job 0 finished
     wait_for_line(process, "Epoch 2/")  # job 1 is training
     process.send_signal(signal.SIGINT)
     code, _, stderr = finish(process)
