@@ -55,9 +55,13 @@ def count(number: int, noun: str) -> str:
 
 def describe_data(splits: Splits) -> str:
     """Which data a run used, in words: the dataset, how much of it, and where from."""
-    how = " (OFFLINE FALLBACK, not the full dataset)" if splits.variant == "offline_subset" else ""
     sizes = " / ".join(f"{size:,} {name}" for name, size in splits.sizes().items())
-    return f"{splits.name}{how}: {sizes} images from {splits.source}"
+    return f"{splits.name}{_fallback(splits)}: {sizes} images from {splits.source}"
+
+
+def _fallback(splits: Splits) -> str:
+    """A loud note when the data is the offline subset that stood in for full MNIST."""
+    return " (OFFLINE FALLBACK, not the full dataset)" if splits.variant == "offline_subset" else ""
 
 
 def evaluation_summary(report: ClassificationReport, splits: Splits) -> str:
@@ -65,7 +69,8 @@ def evaluation_summary(report: ClassificationReport, splits: Splits) -> str:
     return (
         f"{report.table()}\n\n"
         f"test accuracy  {report.accuracy:.4f}   (test loss {report.loss:.4f}, "
-        f"{count(len(splits.y_test), 'test image')} of {describe_data(splits)})"
+        f"on the {len(splits.y_test):,} test images of {splits.name}{_fallback(splits)} "
+        f"from {splits.source})"
     )
 
 
