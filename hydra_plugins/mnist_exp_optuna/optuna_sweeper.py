@@ -62,6 +62,7 @@ class OptunaSweeper(Sweeper):
         from mnist_exp.pipeline.search import SearchSettings, prepare_search
 
         self.search = prepare_search(SearchSettings.of(self.settings), config)
+        self.search.pass_study_to_jobs(config)
         self.launcher = Plugins.instance().instantiate_launcher(
             config=config, hydra_context=hydra_context, task_function=task_function
         )

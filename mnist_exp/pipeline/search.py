@@ -46,7 +46,7 @@ from hydra.core.override_parser.types import Override, Transformer
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 from optuna.distributions import (
     BaseDistribution,
     CategoricalDistribution,
@@ -327,6 +327,15 @@ class Search:
         self.storage_url = job_env[STORAGE_ENV]
         self.sweep_dir = sweep_dir
 
+    def pass_study_to_jobs(self, config: DictConfig) -> None:
+        """Give every job of the sweep ``config`` where the study is (``hydra.job.env_set``
+        in the sweep's own overrides, from which the launcher composes each job), so that
+        each trial adds only its number to its overrides."""
+        with read_write(config.hydra.overrides):
+            config.hydra.overrides.hydra.extend(
+                [f"++hydra.job.env_set.{k}={quoted(v)}" for k, v in self.job_env.items()]
+            )
+
     def parent_run_id(self) -> str | None:
         """The MLflow parent run of this study's last sweep (None for a new study)."""
         return self.study.user_attrs.get(PARENT_RUN_ATTR)
@@ -383,11 +392,11 @@ class Search:
 
     def _job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
         """The trial's params and fixed values, and (in its environment, through
-        ``hydra.job.env_set``) its number and where its study is, for pruning."""
-        env = {**self.job_env, TRIAL_ENV: str(trial.number)}
+        ``hydra.job.env_set``) its number, for pruning (:meth:`pass_study_to_jobs` says
+        where the study is)."""
         return (
             *self.space.job_overrides(trial),
-            *(f"++hydra.job.env_set.{key}={quoted(value)}" for key, value in env.items()),
+            f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}",
         )
 
     def _next_batch_size(self, launched: int) -> int:
