@@ -51,21 +51,26 @@ def install() -> None:
         tensorflow_logger.addFilter(_DropRetracing())
     logging.getLogger("matplotlib.font_manager").setLevel(logging.WARNING)
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # "no TPU here"
-    if not sys.stderr.isatty():
+    if sys.stderr is None or not sys.stderr.isatty():
         os.environ.setdefault("NO_COLOR", "1")  # colorlog (Optuna's log lines) reads it
 
 
 @contextmanager
 def native_noise_filtered() -> Iterator[None]:
     """Run the block with file descriptor 2 captured; afterwards write what it captured to
-    stderr, less the lines in :data:`NATIVE_NOISE`."""
-    sys.stderr.flush()
+    stderr, less the lines in :data:`NATIVE_NOISE`. A process started without a stderr
+    (fd 2 may then be some other file), or one that cannot make a temporary file, runs the
+    block unfiltered."""
     try:
-        saved = os.dup(2)
-    except OSError:  # no fd 2 at all: nothing to filter
+        if sys.stderr is None:
+            raise OSError("no stderr")
+        captured = tempfile.TemporaryFile()  # noqa: SIM115 (closed below, after the block)
+    except OSError:
         yield
         return
-    with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with captured:
         os.dup2(captured.fileno(), 2)
         try:
             yield
@@ -100,7 +105,8 @@ def _write_kept(text: str, noise: tuple[str, ...]) -> None:
 
 class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
     """Finds ``tensorflow`` like the other finders, and runs its import inside
-    :func:`native_noise_filtered`; removes itself once used."""
+    :func:`native_noise_filtered`; removes itself once TensorFlow is imported (a mere
+    lookup, ``importlib.util.find_spec``, leaves it in place)."""
 
     def find_spec(
         self, fullname: str, path: object = None, target: ModuleType | None = None
@@ -108,13 +114,18 @@ class _QuietTensorFlowImport(importlib.abc.MetaPathFinder):
         """The real spec of ``tensorflow``, its loader's ``exec_module`` filtered."""
         if fullname != "tensorflow":
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
+        sys.meta_path.remove(self)  # find the real spec with the other finders
+        try:
+            spec = importlib.util.find_spec(fullname)
+        finally:
+            sys.meta_path.insert(0, self)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
         exec_module = spec.loader.exec_module
 
         def quiet_exec_module(module: ModuleType) -> None:
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             with native_noise_filtered():
                 exec_module(module)
 

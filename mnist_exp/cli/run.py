@@ -112,7 +112,8 @@ def _end_sweeps(status: str) -> None:
     if ended and status == "KILLED":
         print(
             f"interrupted: sweep parent run {', '.join(ended)} marked KILLED; run the same "
-            "command again to continue it (finished jobs are skipped, a study resumes)",
+            "command again (without sweep_fresh=true) to continue it: finished jobs are "
+            "skipped, a study resumes",
             file=sys.stderr,
         )
 

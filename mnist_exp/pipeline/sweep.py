@@ -188,7 +188,8 @@ def job_run_name(overrides: list[str], job_num: int | None) -> str | None:
     if varies is None:
         return None
     keys = [key for key in varies.split(",") if key]
-    values = dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    pairs = (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+    values = {key.split("@", 1)[0]: value for key, value in pairs}  # group@package=option
     names = _short_keys(keys)
     trial = sweep_trial()
     label = " ".join(

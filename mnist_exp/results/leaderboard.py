@@ -51,6 +51,12 @@ class Leaderboard:
         swept = [k for k in keys if len({r.params.get(k) for r in results}) > 1]
         return cls(ranked=ranked, pruned=pruned, failed=failed, swept=swept)
 
+    def names_distinct(self) -> bool:
+        """Whether every run has a name of its own (not when ``tracking.run_name`` named
+        them all, or for runs from before sweeps named their jobs)."""
+        names = [r.name for r in [*self.ranked, *self.pruned, *self.failed]]
+        return all(names) and len(set(names)) == len(names)
+
     def rows(self, params: bool = True) -> list[dict[str, str]]:
         """One row per run (ranked, then pruned, then failed), as strings, for every table
         format; with a column per swept key if ``params`` (the run's name says the same

@@ -99,7 +99,7 @@ def sweep_summary(
         f"Sweep {sweep_dir}: {len(board.ranked)} finished{reused}, "
         + (f"{len(board.pruned)} pruned, " if board.pruned else "")
         + f"{len(board.failed)} failed; ranked by validation accuracy (* = best)",
-        text_table(board.rows(params=False)),
+        text_table(board.rows(params=not board.names_distinct())),
     ]
     if groups := board.seed_groups():
         lines += ["", "Mean ± std over seeds:", text_table(groups)]

@@ -102,7 +102,7 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         interrupts.raise_if_received()  # stop before logging an epoch a Ctrl-C cut into
         start = time.perf_counter()
         metrics = {name: float32_value(value) for name, value in (logs or {}).items()}
-        metrics["seconds"] = round(start - self.epoch_started_at, 3)  # training, validation
+        metrics["seconds"] = round(start - self.epoch_started_at, 4)  # training, validation
         if self.log_learning_rate:
             rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
             metrics["learning_rate"] = float32_value(rate)  # reached at the end of the epoch

@@ -291,6 +291,7 @@ def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictC
         ),
         ("a.dropout,b.dropout", None, ["+a.dropout=1", "+b.dropout=2"], "a.dropout=1 b.dropout=2"),
         ("", None, ["train.epochs=2"], "job 3"),
+        ("model,seed", None, ["model@model=mlp", "seed=1"], "model=mlp seed=1"),
     ],
 )
 def test_a_sweep_job_is_named_by_the_values_its_sweep_varies(

@@ -12,6 +12,7 @@ from conftest import Store, in_process, mlflow_on_loopback, run_cli, train_in_pr
 from PIL import Image
 
 from mnist_exp.cli import evaluate, predict
+from mnist_exp.results.leaderboard import JobResult, Leaderboard
 from mnist_exp.results.metric_names import OBJECTIVE, TEST_ACCURACY, read
 from mnist_exp.results.report import ClassificationReport
 
@@ -51,6 +52,22 @@ def read_json(store: Store, run_id: str, path: str, folder):
 
 def download(store: Store, run_id: str, path: str, folder) -> str:
     return store.client().download_artifacts(run_id, path, str(folder))
+
+
+def test_the_terminal_leaderboard_shows_swept_params_only_when_names_do_not_tell_runs_apart():
+    def board(*names: str) -> Leaderboard:
+        return Leaderboard.from_results(
+            [
+                JobResult(f"id{i}", "FINISHED", {"model.dropout": f"0.{i}"}, 0.9, 0.9, name=n)
+                for i, n in enumerate(names)
+            ]
+        )
+
+    named = board("dropout=0.0", "dropout=0.1")
+    assert named.names_distinct()
+    assert "model.dropout" not in named.rows(params=False)[0]
+    assert not board("mine", "mine").names_distinct()  # tracking.run_name=mine
+    assert not board("", "").names_distinct()
 
 
 def test_runs_logged_under_the_old_metric_names_are_still_read():
