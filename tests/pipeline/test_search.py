@@ -212,7 +212,7 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     ]
     code, stderr = interrupt_during_training(long_sweep, tmp_path)
     assert code == 130, stderr
-    assert "run the same command again to continue it" in stderr.splitlines()[-1]
+    assert "run the same command again (without sweep_fresh=true)" in stderr.splitlines()[-1]
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.load_study(study_name=study_name, storage=storage)
     assert [t.state for t in study.trials] == [TrialState.FAIL]  # told, not left RUNNING
@@ -303,8 +303,9 @@ def test_bad_sweeper_settings_are_one_line_exit_2_before_any_run(tmp_path, overr
 
 
 class PruningLauncher(FakeLauncher):
-    """Runs each job here as a trial's job would: with its environment, reporting epochs
-    (each scoring its dropout) to the study."""
+    """Runs each job here as a trial's job would: with its environment (where the study
+    is, from the sweep; its trial number, from its overrides), reporting epochs (each
+    scoring its dropout) to the study."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         super().__init__()
@@ -331,6 +332,8 @@ def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, mo
     launcher = PruningLauncher(monkeypatch)
     running = open_search(tmp_path, n_trials=6, n_jobs=1)
     running.job_env[search.PRUNER_ENV] = "median"
+    for key, value in running.job_env.items():  # what pass_study_to_jobs gives every job
+        monkeypatch.setenv(key, value)
     running.run(launcher)
     trials = optuna.load_study(
         study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}"
