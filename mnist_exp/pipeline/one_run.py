@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shlex
 import sys
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from mnist_exp.pipeline.sweep import (
     PARAM_COUNT_KEYS,
     config_digest,
     job_run_name,
-    quoted,
+    override_value,
     sweep_parent_run,
     sweep_trial,
 )
@@ -37,9 +36,6 @@ from mnist_exp.training.checkpoint import (
 from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
 from mnist_exp.training.model import build_for_training, parameter_counts
 from mnist_exp.training.runtime import Runtime, prepare_runtime
-
-# A value Hydra reads as it is, without quotes (paths and plain URLs).
-PLAIN_OVERRIDE_VALUE = re.compile(r"[\w./:+-]+")
 
 
 @dataclass(frozen=True)
@@ -105,10 +101,7 @@ def _resume_hint(cfg: DictConfig, job: JobInfo, run_id: str, resume_from: Checkp
         return f"run {run_id} was marked KILLED; {why}, so start it again to train it"
     command = f"python -m mnist_exp.run resume={run_id}"
     if cfg.tracking.uri != DEFAULT_STORE:
-        uri = str(cfg.tracking.uri)
-        # Quoted for Hydra too, where a URL's ?, = or , would not parse as one value.
-        value = uri if PLAIN_OVERRIDE_VALUE.fullmatch(uri) else quoted(uri)
-        command += f" {shlex.quote(f'tracking.uri={value}')}"
+        command += f" {shlex.quote(f'tracking.uri={override_value(str(cfg.tracking.uri))}')}"
     return (
         f"run {run_id} was marked KILLED after epoch {done} of {cfg.train.epochs}; "
         f"continue it with: {command}"

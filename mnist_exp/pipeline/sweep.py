@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys i
 # How run names write a few long keys (otherwise the key's last part: model.dropout -> dropout).
 SHORT_KEYS = {"learning_rate": "lr", "hidden_units": "units", "batch_size": "batch"}
 FRESH_KEY = "sweep_fresh"  # the config key that forces a new parent run
+PLAIN_OVERRIDE_VALUE = re.compile(r"[\w./:+-]+")  # read by Hydra as it is, unquoted
 
 
 class SweepCallback(Callback):
@@ -209,6 +211,13 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
     if len(set(short.values())) < len(keys):
         return {key: key for key in keys}
     return short
+
+
+def override_value(value: str) -> str:
+    """``value`` as an override value Hydra reads back unchanged: as it is when plain (a
+    path, a simple URL), else :func:`quoted` (a URL's ``?``, ``=`` or ``,`` would not
+    parse as one value)."""
+    return value if PLAIN_OVERRIDE_VALUE.fullmatch(value) else quoted(value)
 
 
 def quoted(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shlex
 import signal
 import subprocess
 
@@ -17,6 +18,7 @@ from conftest import (
     start,
     wait_for_line,
 )
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.pipeline.sweep import (
@@ -24,6 +26,7 @@ from mnist_exp.pipeline.sweep import (
     VARIES_ENV,
     config_digest,
     job_run_name,
+    override_value,
     sweep_fingerprint,
 )
 
@@ -303,6 +306,20 @@ def test_a_sweep_job_is_named_by_the_values_its_sweep_varies(
     else:
         monkeypatch.setenv(TRIAL_ENV, trial)
     assert job_run_name(overrides, 3) == name
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "sqlite:////tmp/runs/mlflow.db",
+        "postgresql+psycopg2://user:pw@host/db?sslmode=require",
+        "sqlite:////tmp/my runs/a,b/it's.db",
+    ],
+)
+def test_an_override_value_reads_back_as_written_through_the_shell_and_hydra(uri):
+    argument = shlex.quote(f"tracking.uri={override_value(uri)}")  # as a hint prints it
+    (override,) = OverridesParser.create().parse_overrides(shlex.split(argument))
+    assert override.value() == uri
 
 
 def test_a_sweeps_fingerprint_ignores_order_and_the_fresh_flag():
