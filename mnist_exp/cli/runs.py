@@ -23,8 +23,8 @@ from mnist_exp.errors import EXIT_BAD_CONFIG
 from mnist_exp.tracking.store import (
     DEFAULT_STORE,
     UI_PORT,
-    absolute_store_uri,
     is_server,
+    ui_arguments,
     ui_link,
 )
 from mnist_exp.tracking.stored_runs import close_stale_runs
@@ -100,6 +100,4 @@ def serve_ui(tracking_uri: str, experiment: str, port: int) -> int:
         print(f"MLflow UI: {link}   (served by the tracking server)")
         return 0
     print(f"MLflow UI: {link}   (Ctrl-C stops it)", flush=True)
-    store = absolute_store_uri(tracking_uri)
-    mlflow_ui = ["-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1"]
-    os.execv(sys.executable, [sys.executable, *mlflow_ui, "--port", str(port)])
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", *ui_arguments(tracking_uri, port)])

@@ -56,10 +56,16 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def ui_command(uri: str, port: int = UI_PORT) -> str:
-    """The shell command that serves a local store's MLflow UI on 127.0.0.1:``port``."""
-    uri = absolute_store_uri(uri)
-    return f"mlflow ui --backend-store-uri {shlex.quote(uri)} --host 127.0.0.1 --port {port}"
+def ui_arguments(uri: str, port: int = UI_PORT) -> list[str]:
+    """The ``mlflow`` command's arguments that serve a local store's UI on
+    127.0.0.1:``port``."""
+    store = absolute_store_uri(uri)
+    return ["ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+
+
+def ui_command(uri: str) -> str:
+    """The shell command that serves a local store's MLflow UI on 127.0.0.1:5000."""
+    return shlex.join(["mlflow", *ui_arguments(uri)])
 
 
 def ui_link(
