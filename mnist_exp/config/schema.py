@@ -37,8 +37,8 @@ class ConfigError(Exception):
 def _key(default: Any, help: str, **allowed: Any) -> Any:
     """Declare a schema field with its default, help text and allowed values."""
     meta = {"help": help, **allowed}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=meta)
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -328,6 +328,23 @@ class TrackingConfig:
         "Register the model as a new version of this name in the Model Registry (in a "
         "sweep: only the best child's).",
     )
+    note: str | None = _key(
+        None,
+        "Why this run exists, in a sentence: the run's description in the MLflow UI "
+        "(mlflow.note.content); in a sweep, on the parent and every child.",
+    )
+    tags: dict[str, str] = _key(
+        {},
+        "Your own run tags, such as {idea: wd, ticket: 42} (in a sweep: on the parent and "
+        "every child); filter by them with runs ls --where tags.idea=wd. Keys starting with "
+        "mlflow. are MLflow's own and refused.",
+        key_pattern=r"(?!mlflow\.)[\w.\-/ ]{1,250}",
+    )
+    system_metrics: bool = _key(
+        False,
+        "Record CPU, memory (and GPU, where present) every second as the run's system "
+        "metrics (MLflow's monitor, the UI's System metrics tab).",
+    )
 
 
 @dataclass
@@ -343,6 +360,11 @@ class RunConfig:
         None,
         "Continue an interrupted run from its last checkpoint, in the same MLflow run: its "
         "run id or its output folder. No other overrides (tracking.* aside).",
+    )
+    rerun: str | None = _key(
+        None,
+        "Run a logged run again as a new run (tagged rerun_of): its run id (or a unique "
+        "prefix of it); its logged config, with any other overrides on top.",
     )
     sweep_fresh: bool = _key(
         False,
@@ -437,8 +459,15 @@ def _check_unknown_keys(values: DictConfig, schema: DictConfig, prefix: str) -> 
             allowed = ", ".join(str(k) for k in schema)
             raise ConfigError(f"{full_key}: unknown key; allowed keys here: {allowed}")
         child, child_schema = values[key], schema[key]
+        if _is_mapping_field(child_schema):
+            continue  # its keys are the user's own (tracking.tags)
         if isinstance(child, DictConfig) and isinstance(child_schema, DictConfig):
             _check_unknown_keys(child, child_schema, prefix=f"{full_key}.")
+
+
+def _is_mapping_field(node: Any) -> bool:
+    """Whether a schema node is a free mapping (``dict[str, str]``), not a section."""
+    return isinstance(node, DictConfig) and OmegaConf.get_type(node) is dict
 
 
 def _schema_field(schema: DictConfig, full_key: str) -> tuple[str, dataclasses.Field | None]:
@@ -473,6 +502,7 @@ _TYPE_WORDS = {
     "int | None": "null or an integer",
     "list[str]": "a list of strings",
     "list[int]": "a list of integers",
+    "dict[str, str]": "a mapping of names to strings",
 }
 
 
@@ -509,6 +539,9 @@ def _check_ranges(typed: DictConfig, cls: type, prefix: str) -> None:
     for schema_field in dataclasses.fields(cls):
         full_key = f"{prefix}{schema_field.name}"
         value = typed[schema_field.name]
+        if _is_mapping_field(value):
+            _check_mapping_keys(value, schema_field, full_key)
+            continue
         if isinstance(value, DictConfig):
             _check_ranges(value, OmegaConf.get_type(value), prefix=f"{full_key}.")
             continue
@@ -528,4 +561,20 @@ def _check_ranges(typed: DictConfig, cls: type, prefix: str) -> None:
             shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
             raise ConfigError(
                 f"{full_key}={shown!r} is not allowed; expected {describe_allowed(schema_field)}"
+            )
+
+
+def _check_mapping_keys(mapping: DictConfig, schema_field: dataclasses.Field, key: str) -> None:
+    """Refuse a key of a free mapping that its field's ``key_pattern`` does not allow."""
+    pattern = schema_field.metadata.get("key_pattern")
+    for name, value in mapping.items():
+        if pattern and not re.fullmatch(pattern, str(name)):
+            raise ConfigError(
+                f"{key}.{name}: not allowed as a tag name; use letters, digits, _ - . / or "
+                "spaces (at most 250), not starting with mlflow."
+            )
+        if isinstance(value, DictConfig | ListConfig):
+            raise ConfigError(
+                f"{key}.{name}={OmegaConf.to_container(value)!r} is not allowed; "
+                f"expected {describe_allowed(schema_field)}"
             )

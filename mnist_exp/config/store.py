@@ -28,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from mnist_exp.config.schema import (
     VARIANTS,
@@ -65,7 +66,14 @@ def bases() -> dict[str, dict[str, Any]]:
 
 
 def register() -> None:
-    """Store every base in Hydra's ConfigStore (again is harmless: same names, same values)."""
+    """Store every base in Hydra's ConfigStore (again is harmless: same names, same values).
+
+    A free mapping (``tracking.tags``) is stored open, so that ``tracking.tags={a: b}``
+    adds keys to it although Hydra closes the rest of the config to unknown keys."""
     store = ConfigStore.instance()
-    for name, node in bases().items():
+    for name, values in bases().items():
+        node = OmegaConf.create(values)
+        for key, value in values.items():
+            if isinstance(value, dict):
+                OmegaConf.set_struct(node[key], False)
         store.store(name=name, node=node, provider="mnist_exp")

@@ -104,7 +104,10 @@ BAD_OVERRIDES = [
         "optimizer.momentum=0.9",
         "optimizer.momentum: unknown key; allowed keys here: name, learning_rate",
     ),
-    ("+extra=1", "extra: unknown key; allowed keys here: seed, resume, sweep_fresh, data, model"),
+    (
+        "+extra=1",
+        "extra: unknown key; allowed keys here: seed, resume, rerun, sweep_fresh, data, model",
+    ),
     (
         "sweep=dropout_lr",
         "sweep=dropout_lr: sweep is not in the default config list; add it with a +: "
