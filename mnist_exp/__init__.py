@@ -1,4 +1,8 @@
-"""mnist-exp: config-driven MNIST experiments with Hydra, Keras and MLflow."""
+"""mnist-exp: config-driven MNIST experiments with Hydra, Keras and MLflow.
+
+For notebooks: ``mnist_exp.load_runs(...)`` returns an experiment's runs as a pandas
+DataFrame with typed config values (:func:`mnist_exp.tracking.run_table.load_runs`).
+"""
 
 import os
 import secrets
@@ -46,3 +50,15 @@ def _expose_own_hydra_plugin() -> None:
 
 _expose_own_hydra_plugin()
 quiet.install()
+
+__all__ = ["load_runs"]
+
+
+def __getattr__(name: str) -> object:
+    """The package's public functions, imported on first use (MLflow and pandas load only
+    then): ``mnist_exp.load_runs``."""
+    if name == "load_runs":
+        from mnist_exp.tracking.run_table import load_runs
+
+        return load_runs
+    raise AttributeError(f"module 'mnist_exp' has no attribute {name!r}")

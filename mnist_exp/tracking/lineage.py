@@ -32,12 +32,28 @@ def dataset_inputs(splits: Splits, which: tuple[str, ...]) -> list[tuple[Dataset
             source = resolve_dataset_source(splits.source)
     else:
         source = CodeDatasetSource({"loader": splits.source})
-    name = splits.name if splits.variant != "offline_subset" else f"{splits.name} (offline subset)"
     inputs = []
     for split in which:
         images, labels = splits.split(split)
         dataset = mlflow.data.from_numpy(
-            images, source=source, targets=labels, name=name, digest=splits.digests[split]
+            images,
+            source=source,
+            targets=labels,
+            name=dataset_name(splits),
+            digest=splits.digests[split],
         )
         inputs.append((dataset, CONTEXTS[split]))
     return inputs
+
+
+def dataset_name(splits: Splits) -> str:
+    """The name a split is logged under: the dataset's, the offline fallback named so."""
+    return splits.name if splits.variant != "offline_subset" else f"{splits.name} (offline subset)"
+
+
+def data_identity(splits: Splits) -> dict[str, tuple[str, str]]:
+    """Each split as it is logged: input context -> (dataset name, content digest)."""
+    return {
+        context: (dataset_name(splits), splits.digests[split])
+        for split, context in CONTEXTS.items()
+    }
