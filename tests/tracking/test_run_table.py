@@ -81,7 +81,7 @@ def ls(runs: Runs, *args: str) -> subprocess.CompletedProcess:
 def test_load_runs_has_one_row_per_training_run_with_typed_config(runs):
     frame = load_runs(runs.store.uri)
     assert len(frame) == 5  # the sweep's parent is not a training run
-    assert list(frame["run_id"])[0] == runs.single  # newest first
+    assert frame["run_id"].iloc[0] == runs.single  # newest first
     assert frame["seed"].dtype.kind == "i" and frame["model.dropout"].dtype.kind == "f"
     assert frame["model.batch_norm"].dtype == bool
     assert set(frame["model.hidden_units"]) == {(64, 32), (256, 128, 128)}
