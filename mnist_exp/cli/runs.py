@@ -128,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     for line in closed:
         print(f"  {line}")
     if left:
-        print(f"left RUNNING: {len(left)} run(s) owned elsewhere; --force RUN_ID closes one")
+        print(
+            f"left RUNNING: {len(left)} run(s); --force RUN_ID closes one owned elsewhere "
+            "once its process is gone"
+        )
         for line in left:
             print(f"  {line}")
     return 0

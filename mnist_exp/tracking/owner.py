@@ -18,14 +18,26 @@ PID_TAG = "pid"
 PID_START_TAG = "pid.start_time"
 
 
-def _start_time(pid: int) -> str | None:
-    """When process ``pid`` started (clock ticks since boot, Linux), or None if unknown."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (Linux), or None."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after its ')'.
-    return stat.rpartition(")")[2].split()[19]
+    return stat.rpartition(")")[2].split()
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, Linux), or None if unknown."""
+    fields = _stat_fields(pid)
+    return None if fields is None else fields[19]
+
+
+def _is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and only waits for its parent to collect it."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] == "Z"
 
 
 def owner_tags() -> dict[str, str]:
@@ -43,12 +55,16 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     if tags.get(HOST_TAG) != socket.gethostname() or not tags.get(PID_TAG, "").isdigit():
         return None
     pid = int(tags[PID_TAG])
+    if pid <= 0:
+        return False  # no process has it (os.kill(0, ...) would signal our own group)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass  # it exists, under another user
+    if _is_zombie(pid):
+        return False  # exited; only its parent has not collected it yet
     recorded = tags.get(PID_START_TAG)
     return recorded is None or _start_time(pid) in (None, recorded)
 

@@ -66,9 +66,13 @@ def close_stale_runs(
     tracking_uri: str, force: list[str], dry_run: bool = False
 ) -> tuple[list[str], list[str]]:
     """End KILLED (and tag ``closed_by=gc``) every RUNNING run of the store whose owner
-    process is gone, and those in ``force``; return (lines for closed runs, lines for runs
-    left RUNNING because their owner cannot be checked from here). With ``dry_run``, only
-    list them."""
+    process is gone, and those in ``force`` whose owner cannot be checked from here;
+    return (lines for closed runs, lines for runs left RUNNING and why). With ``dry_run``,
+    only list them.
+
+    A run whose owner is alive on this host is never closed, ``force`` or not. Deleted
+    runs (in the UI's trash) and the runs of deleted experiments are left as they are:
+    MLflow changes only active runs; they are listed, to be restored first."""
     from mlflow import MlflowClient
     from mlflow.entities import ViewType
 
@@ -78,19 +82,29 @@ def close_stale_runs(
     left: list[str] = []
     with store_errors(uri):
         client = MlflowClient(tracking_uri=uri)
-        experiments = [e.experiment_id for e in client.search_experiments(ViewType.ALL)]
+        experiments = {e.experiment_id: e for e in client.search_experiments(ViewType.ALL)}
         running = client.search_runs(
-            experiments, "attributes.status = 'RUNNING'", ViewType.ALL, max_results=50_000
+            list(experiments), "attributes.status = 'RUNNING'", ViewType.ALL, max_results=50_000
         )
         for run in running:
             run_id, tags = run.info.run_id, run.data.tags
             alive = owner_alive(tags)
             line = f"{run_id}  {run.info.run_name or ''}  ({describe_owner(tags)})"
-            if alive is False or run_id in force:
+            deleted = (
+                run.info.lifecycle_stage == "deleted"
+                or experiments[run.info.experiment_id].lifecycle_stage == "deleted"
+            )
+            if alive:
+                if run_id in force:
+                    left.append(f"{line}: its process is alive on this host; stop it first")
+            elif deleted:
+                if alive is False or run_id in force:
+                    left.append(f"{line}: deleted; restore it (or its experiment) to close it")
+            elif alive is False or run_id in force:
                 if not dry_run:
                     client.set_tag(run_id, CLOSED_TAG, "gc")
                     client.set_terminated(run_id, "KILLED")
                 closed.append(line)
-            elif alive is None:
+            else:
                 left.append(f"{line}: cannot be checked from here")
     return closed, left
