@@ -1,19 +1,18 @@
 """A run's MLflow record: :class:`RunRecorder` opens (or reopens) the run and writes all of
-it, params and tags, per-epoch metrics, dataset inputs, report artifacts, the model and the
-run's end status, in the spirit of MLflow's own Keras callback; and the store's experiment
-that runs go into."""
+it, params and tags, the code's provenance, per-epoch metrics, dataset inputs, report
+artifacts, the model and the run's end status, in the spirit of MLflow's own Keras callback
+(and, with ``tracking.system_metrics``, MLflow's system-metrics monitor beside it); and the
+store's experiment that runs go into."""
 
 from __future__ import annotations
 
 import json
 import logging
 import random
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +32,13 @@ from mnist_exp.results.metric_names import epoch_metrics
 from mnist_exp.results.report import ClassificationReport, write_report
 from mnist_exp.tracking.lineage import dataset_inputs
 from mnist_exp.tracking.owner import owner_tags
+from mnist_exp.tracking.provenance import (
+    DIFF_ARTIFACT,
+    REQUIREMENTS_ARTIFACT,
+    Provenance,
+    pinned_versions,
+)
+from mnist_exp.tracking.run_table import NOTE_TAG
 from mnist_exp.tracking.store import (
     GC_COMMAND,
     absolute_store_uri,
@@ -47,11 +53,20 @@ if TYPE_CHECKING:
 # "Creating initial MLflow database tables..." on every new store is noise, not news; so is
 # the traceback it logs for a database error that it raises anyway (see store_problem).
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+# The system-metrics monitor announces its start and stop (and a missing GPU) at INFO on
+# every run that asks for it; its warnings and errors still show.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 # A model-training experiment, for MLflow UIs that read the kind from the experiment (3.17
 # takes it from the link instead: see tracking.store.TRAINING_VIEW).
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+# MLflow's system-metrics monitor (tracking.system_metrics): a sample of CPU, memory, disk,
+# network (and GPU) every second, each a step of its own (none averaged with the next), so a
+# 10-second run has about ten.
+SYSTEM_METRICS_INTERVAL_S = 1
+SYSTEM_METRICS_SAMPLES_PER_LOG = 1
 
 
 def open_experiment(tracking_cfg: DictConfig) -> str:
@@ -90,6 +105,7 @@ def _tracked_run(
     tags: dict[str, str],
     parent_run_id: str | None = None,
     run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start an MLflow run (or reopen ``run_id``), owned by this process, that always ends:
     FINISHED, FAILED (error tagged) or KILLED.
@@ -97,8 +113,16 @@ def _tracked_run(
     Whatever failed first, the run is ended FAILED whenever the store can still write. A
     store or disk failure becomes :class:`StoreFailed` (one line); if even the run's end
     could not be stored, its message says so and how to close the run later.
+
+    With ``system_metrics``, MLflow's monitor samples the machine while the run is open;
+    ending the run stops it and logs its last samples (its thread is a daemon: it never
+    holds up the process's exit).
     """
     uri = mlflow.get_tracking_uri()
+    if system_metrics:
+        # Read by the monitor that start_run creates (process-wide settings).
+        mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
+        mlflow.set_system_metrics_samples_before_logging(SYSTEM_METRICS_SAMPLES_PER_LOG)
     with deferred(), store_errors(uri):
         run = mlflow.start_run(
             run_id=run_id,
@@ -106,6 +130,7 @@ def _tracked_run(
             run_name=run_name,
             tags={**tags, **owner_tags()},
             parent_run_id=parent_run_id,
+            log_system_metrics=system_metrics,
         )
         if run_id is not None:
             mlflow.set_tags(owner_tags())  # a resumed run has a new owner
@@ -191,20 +216,15 @@ def readable_name() -> str:
     return f"{predicate}-{noun}-{draw.randint(0, 999)}"
 
 
-def git_commit() -> str | None:
-    """The commit of the source checkout this package runs from, if it is one."""
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None
+def note_and_tags(tracking_cfg: DictConfig) -> dict[str, str]:
+    """The tags a user asks for on a run (and a sweep's parent): ``tracking.tags`` as they
+    are, and ``tracking.note`` as the run's description (``mlflow.note.content``)."""
+    # .get: a tracking section built by hand, not from the schema, may leave them out.
+    tags = {str(key): str(value) for key, value in (tracking_cfg.get("tags") or {}).items()}
+    note = tracking_cfg.get("note")
+    if note:
+        tags[NOTE_TAG] = str(note)
+    return tags
 
 
 def model_signature(num_classes: int) -> ModelSignature:
@@ -220,15 +240,13 @@ def model_requirements() -> list[str]:
 
     Stated instead of letting MLflow infer them, which costs about 5 s per model.
     """
-    pinned = []
-    for names in (("keras",), ("tensorflow-cpu", "tensorflow"), ("numpy",)):
-        for name in names:
-            try:
-                pinned.append(f"{name}=={metadata.version(name)}")
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return pinned
+    return pinned_versions((("keras",), ("tensorflow-cpu", "tensorflow"), ("numpy",)))
+
+
+def _system_metrics(tracking_cfg: DictConfig) -> bool:
+    """Whether ``tracking.system_metrics`` is on (off in a tracking section built by hand,
+    not from the schema)."""
+    return bool(tracking_cfg.get("system_metrics", False))
 
 
 CONFIGURED = ".configured"  # suffix of the param that keeps a setting's configured value
@@ -241,9 +259,10 @@ class RunRecorder:
     Open it with :meth:`start` (a new run) or :meth:`resume` (an interrupted one); either
     ends the run FINISHED, FAILED (error tagged) or KILLED when its block ends, and turns a
     store failure into :class:`StoreFailed`. In between, a run logs in this order: tags and
-    dataset inputs (:meth:`log_datasets`), its config as params (:meth:`log_config`) and
-    model summary, a metric batch per epoch (:meth:`log_epoch`), final metrics, the test
-    report (:meth:`log_report`) and the model (:meth:`log_model`).
+    dataset inputs (:meth:`log_datasets`), its code's provenance (:meth:`log_provenance`),
+    its config as params (:meth:`log_config`) and model summary, a metric batch per epoch
+    (:meth:`log_epoch`), final metrics, the test report (:meth:`log_report`) and the model
+    (:meth:`log_model`).
     """
 
     def __init__(self, run_id: str, experiment_id: str) -> None:
@@ -260,19 +279,29 @@ class RunRecorder:
         parent_run_id: str | None = None,
     ) -> Iterator[RunRecorder]:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
-        owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given."""
+        owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given,
+        its system metrics recorded if ``tracking.system_metrics`` is on."""
         experiment_id = open_experiment(tracking_cfg)
         name = run_name or readable_name()
-        with _tracked_run(experiment_id, name, dict(tags or {}), parent_run_id) as run:
+        with _tracked_run(
+            experiment_id,
+            name,
+            dict(tags or {}),
+            parent_run_id,
+            system_metrics=_system_metrics(tracking_cfg),
+        ) as run:
             yield cls(run.info.run_id, experiment_id)
 
     @classmethod
     @contextmanager
     def resume(cls, tracking_cfg: DictConfig, run_id: str) -> Iterator[RunRecorder]:
         """The interrupted run ``run_id`` reopened, now owned by this process; its params
-        stay as they were logged."""
+        stay as they were logged. With ``tracking.system_metrics`` on, its system metrics
+        continue after the steps it has."""
         experiment_id = open_experiment(tracking_cfg)
-        with _tracked_run(experiment_id, None, {}, run_id=run_id) as run:
+        with _tracked_run(
+            experiment_id, None, {}, run_id=run_id, system_metrics=_system_metrics(tracking_cfg)
+        ) as run:
             yield cls(run.info.run_id, experiment_id)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
@@ -319,6 +348,15 @@ class RunRecorder:
         mlflow.log_params({key: as_typed(value) for key, value in logged.items()})
         mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
         mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
+
+    def log_provenance(self, provenance: Provenance) -> None:
+        """Log the installed versions of the stack (``environment/requirements.txt``) and,
+        if the code's git tree was dirty, its uncommitted diff (``code/git.diff``). The
+        provenance's tags go on the run as it starts (see
+        :mod:`mnist_exp.tracking.provenance`)."""
+        mlflow.log_text(provenance.requirements, REQUIREMENTS_ARTIFACT)
+        if provenance.diff is not None:
+            mlflow.log_text(provenance.diff, DIFF_ARTIFACT)
 
     def log_model_summary(self, model: keras.Model) -> None:
         """Log the Keras model summary as ``model_summary.txt``."""

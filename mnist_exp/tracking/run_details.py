@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnist_exp.results.metric_names import EPOCH
+from mnist_exp.tracking.provenance import COMMIT_TAG, DIRTY_TAG, REQUIREMENTS_ARTIFACT
 from mnist_exp.tracking.run_table import NOTE_TAG, PARENT_RUN_TAG, typed_param
 
 if TYPE_CHECKING:
@@ -21,10 +22,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
 CONFIG_ARTIFACT = "config.yaml"
-REQUIREMENTS_ARTIFACT = "environment/requirements.txt"
-COMMIT_TAGS = ("mlflow.source.git.commit", "git_commit")  # MLflow's, then this project's old one
-DIRTY_TAG = "git.dirty"
-BRANCH_TAG = "mlflow.source.git.branch"
+COMMIT_TAGS = (COMMIT_TAG, "git_commit")  # MLflow's, then the one older runs of ours have
 RUNTIME_TAGS = ("keras.backend", "device.kind", "device.name")
 DATA_SIZE_PREFIX = "dataset."
 

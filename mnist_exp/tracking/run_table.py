@@ -152,10 +152,7 @@ def open_client(uri: str) -> MlflowClient:
 
 def _require_file(path: Path, uri: str) -> None:
     if not path.is_file():
-        raise ConfigError(
-            f"no MLflow store at {uri}: run an experiment first, or name the store with "
-            "--tracking-uri"
-        )
+        raise ConfigError(f"no MLflow store at {uri} (nothing was recorded there yet)")
 
 
 def resolve_run(client: MlflowClient, uri: str, reference: str) -> Run:

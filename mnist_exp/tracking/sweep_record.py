@@ -61,18 +61,20 @@ class SweepRecorder:
         varies: str = "",
     ) -> SweepRecorder:
         """Create the parent run of the sweep in ``sweep_dir`` (the experiment first, if it
-        is new), named by its folder and what it ``varies``, tagged with its role, folder,
-        ``sweeper``, owner, ``fingerprint`` (if any) and source (the command, as MLflow
-        tags a run it starts itself), and log ``documents`` (artifact file name -> text)
-        on it. A store that cannot be used raises StoreError (one line)."""
+        is new), named by its folder and what it ``varies``, tagged with the user's note
+        and tags (``tracking.note``, ``tracking.tags``), its role, folder, ``sweeper``,
+        owner, ``fingerprint`` (if any) and source (the command, as MLflow tags a run it
+        starts itself), and log ``documents`` (artifact file name -> text) on it. A store
+        that cannot be used raises StoreError (one line)."""
         from mlflow.tracking.context.registry import resolve_tags
 
-        from mnist_exp.tracking.recorder import open_experiment
+        from mnist_exp.tracking.recorder import note_and_tags, open_experiment
 
         experiment_id = open_experiment(tracking_cfg)
         uri = absolute_store_uri(tracking_cfg.uri)
         client = _client(uri)
         tags = {
+            **note_and_tags(tracking_cfg),
             PARENT_TAG: "parent",
             "sweep": sweep_dir,
             "sweep.sweeper": sweeper,
@@ -112,13 +114,14 @@ class SweepRecorder:
         cls, tracking_cfg: DictConfig, run_id: str, documents: Mapping[str, str]
     ) -> SweepRecorder | None:
         """The parent run ``run_id`` of an earlier sweep (of the same Optuna study, or the
-        same grid) reopened, RUNNING again and owned by this process, with ``documents``
+        same grid) reopened, RUNNING again and owned by this process, tagged with this
+        attempt's note and tags (``tracking.note``, ``tracking.tags``), with ``documents``
         logged again; None when it is not an active sweep parent in this store's experiment,
         or is still running in a live process (a concurrent sweeper: this one gets its own
         parent)."""
         from mlflow.exceptions import MlflowException
 
-        from mnist_exp.tracking.recorder import open_experiment
+        from mnist_exp.tracking.recorder import note_and_tags, open_experiment
 
         experiment_id = open_experiment(tracking_cfg)
         uri = absolute_store_uri(tracking_cfg.uri)
@@ -141,7 +144,7 @@ class SweepRecorder:
             _open_parents[run_id] = recorder  # ended on exit from here on, whatever happens
             with store_errors(uri):
                 client.update_run(run_id, status="RUNNING")
-                for key, value in owner_tags().items():
+                for key, value in {**note_and_tags(tracking_cfg), **owner_tags()}.items():
                     client.set_tag(run_id, key, value)
         for name, text in documents.items():
             client.log_text(run_id, text, name)

@@ -11,7 +11,15 @@ from mnist_exp.data.splits import load_splits
 from mnist_exp.pipeline.one_run import JobInfo, run_one
 from mnist_exp.pipeline.sweep import PARAM_COUNT_KEYS
 from mnist_exp.results.metric_names import OBJECTIVE
-from mnist_exp.tracking.recorder import CONFIGURED, RunRecorder, flatten, git_commit
+from mnist_exp.tracking.provenance import (
+    COMMIT_TAG,
+    DIFF_ARTIFACT,
+    DIRTY_TAG,
+    REQUIREMENTS_ARTIFACT,
+    requirements_text,
+    source_provenance,
+)
+from mnist_exp.tracking.recorder import CONFIGURED, RunRecorder, flatten
 from mnist_exp.training.fit import fit, float32_value
 from mnist_exp.training.model import build_model, compile_model
 
@@ -58,10 +66,16 @@ def test_run_records_params_metrics_tags_and_artifacts(finished_run):
     assert tags["dataset"] == "mnist" and tags["dataset.variant"] == "full"
     assert (tags["dataset.train_samples"], tags["dataset.val_samples"]) == ("540", "60")
     assert tags["dataset.test_samples"] == "200"
-    assert tags.get("git_commit") == git_commit()
+    # The code's provenance in MLflow's tag names (the old git_commit tag is gone).
+    assert tags.get(COMMIT_TAG) == source_provenance().tags.get(COMMIT_TAG)
+    assert "git_commit" not in tags
 
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id)}
-    assert {"config.yaml", "overrides.yaml", "model_summary.txt"} <= artifacts
+    assert {"config.yaml", "overrides.yaml", "model_summary.txt", "environment"} <= artifacts
+    requirements = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/{REQUIREMENTS_ARTIFACT}")
+    assert requirements == requirements_text()
+    code = {item.path for item in client.list_artifacts(run.info.run_id, "code")}
+    assert (DIFF_ARTIFACT in code) == (tags.get(DIRTY_TAG) == "true")
     config_text = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/config.yaml")
     assert "hidden_units:" in config_text and "learning_rate: 0.001" in config_text
     summary = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model_summary.txt")
