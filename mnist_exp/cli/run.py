@@ -65,13 +65,18 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
     typed = validate(cfg)
     check_store(typed.tracking.uri)
     resume_from = None
-    if typed.resume:
+    if typed.resume is not None:
         others = [o for o in hydra_cfg.overrides.task if not o.startswith(("resume=", "tracking."))]
         if in_sweep or others:
             raise ConfigError(
                 "resume: give it alone (tracking.* aside): the run continues with its own config"
             )
         typed, resume_from = load_resume(typed.resume, typed.tracking.uri)
+    rerun_of = None
+    if typed.rerun is not None:  # never in a sweep: the sweep callback refuses it
+        from mnist_exp.pipeline.rerun import load_rerun
+
+        typed, rerun_of = load_rerun(typed.rerun, typed, list(hydra_cfg.overrides.task))
     if in_sweep and (done := finished_job(typed)) is not None:
         run_id, objective = done  # a continued sweep: this config finished already
         print(f"sweep job {hydra_cfg.job.num}: skipped, run {run_id} finished this config")
@@ -89,6 +94,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         job_num=hydra_cfg.job.num if in_sweep else None,
         output_dir=hydra_cfg.runtime.output_dir,
         parallel_jobs=parallel_jobs,
+        rerun_of=rerun_of,
     )
     return run_one(typed, splits, job, resume_from)
 

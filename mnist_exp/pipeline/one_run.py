@@ -14,7 +14,9 @@ from omegaconf import DictConfig
 from mnist_exp.data.splits import Splits
 from mnist_exp.interrupts import RunInterrupted
 from mnist_exp.pipeline.evaluation import score_test_set
+from mnist_exp.pipeline.rerun import announce_rerun, metrics_comparison
 from mnist_exp.pipeline.sweep import (
+    JOB_NUM_TAG,
     PARAM_COUNT_KEYS,
     config_digest,
     job_run_name,
@@ -24,7 +26,9 @@ from mnist_exp.pipeline.sweep import (
 )
 from mnist_exp.results.metric_names import OBJECTIVE, TIME
 from mnist_exp.results.summary import job_summary, run_summary
-from mnist_exp.tracking.recorder import RunRecorder, git_commit
+from mnist_exp.tracking.provenance import source_provenance
+from mnist_exp.tracking.recorder import RunRecorder, note_and_tags
+from mnist_exp.tracking.run_details import RunDetails
 from mnist_exp.tracking.store import DEFAULT_STORE, ui_hint
 from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
 from mnist_exp.training.checkpoint import (
@@ -47,6 +51,7 @@ class JobInfo:
     job_num: int | None = None
     output_dir: str | None = None
     parallel_jobs: int = 1  # jobs running at once on this machine (joblib or Ray launcher)
+    rerun_of: RunDetails | None = None  # the recorded run this one reruns (rerun=)
 
 
 def run_one(
@@ -63,6 +68,8 @@ def run_one(
         try:
             runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
             recorder.set_tags(runtime.tags())
+            if job.rerun_of is not None:
+                announce_rerun(job.rerun_of, splits, runtime)
             if resume_from is None:
                 model = _new_model(cfg, splits, job, runtime, recorder)
             else:
@@ -86,6 +93,9 @@ def run_one(
             report, fitted, splits, recorder.run_id, cfg.tracking.experiment, ui, registered
         )
         print(summary)
+        if job.rerun_of is not None:
+            now = {**report.metrics(), OBJECTIVE: fitted.val_accuracy}
+            print(f"rerun          {metrics_comparison(job.rerun_of.metrics, now)}")
     return fitted.val_accuracy
 
 
@@ -128,6 +138,7 @@ def _recorded_run(
         cfg.tracking, run_name, _tags(cfg, splits, job), parent_run_id
     ) as recorder:
         recorder.log_datasets(splits)
+        recorder.log_provenance(source_provenance())
         yield recorder
 
 
@@ -195,15 +206,16 @@ def _trial_pruning() -> StopWhenTold | None:
 
 
 def _tags(cfg: DictConfig, splits: Splits, job: JobInfo) -> dict[str, str]:
-    """A new run's tags: its data, code version, sweep (and the digest of its config, by
+    """A new run's tags: the user's note and tags (``tracking.note``, ``tracking.tags``),
+    the run it reruns, its data, code version (git), sweep (and the digest of its config, by
     which a continued sweep finds it), output folder and Ray node."""
-    tags = {**splits.tags(), **_ray_tags()}
-    commit = git_commit()
-    if commit:
-        tags["git_commit"] = commit
+    tags = {**note_and_tags(cfg.tracking), **splits.tags(), **_ray_tags()}
+    tags.update(source_provenance().tags)
+    if cfg.rerun:
+        tags["rerun_of"] = cfg.rerun
     if job.sweep:
         tags["sweep"] = job.sweep
-        tags["sweep.job_num"] = str(job.job_num)
+        tags[JOB_NUM_TAG] = str(job.job_num)
         tags[DIGEST_TAG] = config_digest(cfg)
         if (trial := sweep_trial()) is not None:
             tags["sweep.trial"] = trial

@@ -22,6 +22,8 @@ def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoi
     process gone (killed without a chance to say so). A FINISHED run, a run whose process
     is still alive, and a checkpoint that belongs to another run are refused.
     """
+    if not reference.strip():
+        raise ConfigError("resume= is empty: give the run id or output folder of a run to continue")
     folder = Path(reference)
     if folder.is_dir():
         checkpoint = Checkpoint.load(checkpoint_folder(reference))

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Store, free_port, histories, run_cli, run_id_of
+from conftest import Store, free_port, histories, one_line_error, run_cli, run_id_of
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -105,6 +105,13 @@ def test_resume_of_something_unknown_is_a_one_line_error(tmp_path, store):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("error: resume=0123456789abcdef0123456789abcdef: ")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("empty", ["resume=", "resume=''", "rerun="])
+def test_an_empty_resume_or_rerun_is_refused_not_a_new_run(tmp_path, store, empty):
+    line = one_line_error(tmp_path, empty, *store.overrides)
+    assert line.startswith(f"error: {empty.split('=')[0]}=")
+    assert store.runs() == []
 
 
 @pytest.mark.slow
