@@ -10,6 +10,14 @@ and tags the best child. The parent run's record is
 :class:`mnist_exp.tracking.sweep_record.SweepRecorder`'s; MLflow is imported only when a
 sweep really runs.
 
+Progress: as each job ends, where it ran (the launching process with the basic launcher,
+a worker with joblib or Ray: the callback travels there with what it learnt before the
+jobs started), the callback reads the parent's children from the store and prints how
+many of the sweep's jobs are done, the time elapsed and still needed, and the best
+objective so far (:mod:`mnist_exp.results.progress`). The launching process keeps that
+line live at the bottom of a terminal; a worker, or output that is not a terminal, gets a
+plain line per job.
+
 Resuming a grid sweep: the parent of a basic-sweeper sweep is tagged with the sweep's
 fingerprint (:func:`sweep_fingerprint`). Run again with the same overrides, the callback
 reopens the latest parent with that fingerprint (unless ``sweep_fresh=true``) and tells the
@@ -25,7 +33,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sys
+import time
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -35,10 +46,13 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.errors import exit_with_error
 from mnist_exp.results.leaderboard import Leaderboard, short_number
+from mnist_exp.results.metric_names import OBJECTIVE, read
+from mnist_exp.results.progress import LiveLine, SweepProgress, progress_line
 from mnist_exp.results.summary import sweep_summary
 from mnist_exp.tracking.preflight import check_store
 from mnist_exp.tracking.store import ui_hint
 from mnist_exp.tracking.sweep_record import (
+    TRIAL_STATE_TAG,
     SweepRecorder,
     end_open_sweeps,
     finished_child,
@@ -48,6 +62,7 @@ from mnist_exp.tracking.sweep_record import (
 
 if TYPE_CHECKING:
     from hydra.core.override_parser.types import Override
+    from hydra.core.utils import JobReturn
 
     from mnist_exp.pipeline.search import Search
 
@@ -61,12 +76,30 @@ RESUMED_ENV = "MNIST_EXP_SWEEP_RESUMED"  # set in every job of a grid sweep whos
 VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys it varies
 # How run names write a few long keys (otherwise the key's last part: model.dropout -> dropout).
 SHORT_KEYS = {"learning_rate": "lr", "hidden_units": "units", "batch_size": "batch"}
+RERUN_IN_SWEEP = "rerun: one run at a time (not with -m); sweep its key instead"
 FRESH_KEY = "sweep_fresh"  # the config key that forces a new parent run
 PLAIN_OVERRIDE_VALUE = re.compile(r"[\w./:+-]+")  # read by Hydra as it is, unquoted
+JOB_NUM_TAG = "sweep.job_num"  # on every child (see one_run): its job's number
+
+
+@dataclass(frozen=True)
+class ProgressSource:
+    """Where a sweep's progress is read from and what it is measured against: learnt in
+    the launching process before any job starts, and pickled with the callback into the
+    processes that run the jobs (joblib, Ray)."""
+
+    uri: str  # the store
+    experiment_id: str
+    parent_run_id: str
+    started_ms: int  # this attempt's start; children started before it are earlier ones'
+    total: int  # jobs in the whole sweep (see sweep_size)
+    launcher_pid: int  # the launching process: only it keeps a live line on a terminal
 
 
 class SweepCallback(Callback):
     """Hydra callback that groups a multirun's jobs under one MLflow parent run."""
+
+    progress: ProgressSource | None = None  # set when a multirun starts
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Validate all grid jobs, create the experiment and the parent run.
@@ -77,6 +110,8 @@ class SweepCallback(Callback):
         try:
             _validate_grid(config)
             typed = validate(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+            if typed.rerun is not None:
+                raise ConfigError(RERUN_IN_SWEEP)
             check_store(typed.tracking.uri)
             search = _check_search(config)
             sweep_spec = {
@@ -114,6 +149,14 @@ class SweepCallback(Callback):
             )
             if search is not None:
                 search.remember_parent_run(parent.run_id)
+            self.progress = ProgressSource(
+                uri=parent.uri,
+                experiment_id=parent.experiment_id,
+                parent_run_id=parent.run_id,
+                started_ms=parent.started_ms,
+                total=sweep_size(config),
+                launcher_pid=os.getpid(),
+            )
         except ConfigError as error:
             exit_with_error(str(error))
         # Every job's config is composed again from these overrides (on any launcher, in
@@ -133,8 +176,20 @@ class SweepCallback(Callback):
             file=sys.stderr,
         )
 
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """In a multirun, print the sweep's progress where the job ran (see
+        :func:`read_progress`): the live line in the launching process on a terminal, else
+        a plain line. Nothing when the store cannot be read: progress never fails a job."""
+        if self.progress is None or (progress := read_progress(self.progress)) is None:
+            return
+        if os.getpid() == self.progress.launcher_pid and sys.stdout.isatty():
+            _live_line.show(progress_line(progress, shutil.get_terminal_size().columns - 1))
+        else:
+            print(progress_line(progress), flush=True)
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Rank the children, log and print the leaderboard, tag the best child, close up."""
+        _live_line.close()  # the leaderboard starts on a line of its own
         # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
         grid = config.hydra.sweeper._target_ == BASIC_SWEEPER
         for parent in open_sweeps():
@@ -161,6 +216,62 @@ class SweepCallback(Callback):
                 )
             )
         end_open_sweeps("FINISHED")
+
+
+_live_line = LiveLine()  # the launching process's progress line on a terminal
+
+
+def read_progress(source: ProgressSource) -> SweepProgress | None:
+    """The sweep's progress as the store has it now: jobs done are the children that ended
+    in this attempt and those that finished in an earlier one (which a continued grid
+    skips and a continued study counts); the best objective is the highest of a finished,
+    unpruned child. None when the store cannot be read (a hiccup must not fail the job)."""
+    try:
+        from mlflow import MlflowClient
+
+        children = MlflowClient(source.uri).search_runs(
+            [source.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{source.parent_run_id}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10_000,
+        )
+    except Exception:
+        return None
+    ended = [
+        run
+        for run in children
+        if run.info.start_time >= source.started_ms and run.info.status != "RUNNING"
+    ]
+    earlier = [
+        run
+        for run in children
+        if run.info.start_time < source.started_ms and run.info.status == "FINISHED"
+    ]
+    scored = [
+        (value, run.data.tags.get(JOB_NUM_TAG, "?"))
+        for run in children
+        if run.info.status == "FINISHED"
+        and run.data.tags.get(TRIAL_STATE_TAG) != "PRUNED"
+        and (value := read(run.data.metrics, OBJECTIVE)) is not None
+    ]
+    best, best_job = max(scored, key=lambda pair: pair[0], default=(None, ""))
+    return SweepProgress(
+        done=min(source.total, len(ended) + len(earlier)),
+        total=source.total,
+        elapsed_s=time.time() - source.started_ms / 1000,
+        ran=len(ended),
+        failed=sum(run.info.status != "FINISHED" for run in ended),
+        best=best,
+        best_job=best_job,
+    )
+
+
+def sweep_size(config: DictConfig) -> int:
+    """How many jobs the multirun ``config`` runs in all: a grid's combinations, an
+    Optuna study's ``n_trials`` (earlier runs' trials included)."""
+    if config.hydra.sweeper._target_ == BASIC_SWEEPER:
+        return len(_grid_jobs(config))
+    return int(config.hydra.sweeper.n_trials)
 
 
 def sweep_parent_run() -> str | None:
@@ -282,15 +393,21 @@ def _validate_grid(config: DictConfig) -> None:
     if config.hydra.sweeper._target_ != BASIC_SWEEPER:
         return
     from hydra import compose
+
+    for job_overrides in _grid_jobs(config):
+        job_config = compose(config.hydra.job.config_name, overrides=job_overrides)
+        try:
+            validate(job_config)
+        except ConfigError as error:
+            raise ConfigError(f"{error} (in sweep job {' '.join(job_overrides)})") from None
+
+
+def _grid_jobs(config: DictConfig) -> list[list[str]]:
+    """Every job of a basic (grid) sweep, as its overrides, in the order they run."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
-    for batch in BasicSweeper.split_arguments(_sweep_overrides(config), max_batch_size=None):
-        for job_overrides in batch:
-            job_config = compose(config.hydra.job.config_name, overrides=list(job_overrides))
-            try:
-                validate(job_config)
-            except ConfigError as error:
-                raise ConfigError(f"{error} (in sweep job {' '.join(job_overrides)})") from None
+    batches = BasicSweeper.split_arguments(_sweep_overrides(config), max_batch_size=None)
+    return [list(job_overrides) for batch in batches for job_overrides in batch]
 
 
 def _sweep_overrides(config: DictConfig) -> list[Override]:
