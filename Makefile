@@ -6,7 +6,7 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test test-fast docs lint ui server bench bench-sweep bench-search clean
+.PHONY: install run test test-fast docs lint ui server bench bench-sweep bench-search bench-runs clean
 
 install: $(VENV)/.installed
 
@@ -58,6 +58,11 @@ bench-sweep: install
 ## TPE vs random search, same budget (writes bench/results/search.json)
 bench-search: install
 	$(BIN)/python -m bench.search $(ARGS)
+
+## make bench-runs: how fast runs ls and load_runs answer on a store of 1,000 runs
+## (writes bench/results/runs.json)
+bench-runs: install
+	$(BIN)/python -m bench.runs $(ARGS)
 
 clean:
 	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Store, in_process, train_in_process
+from conftest import Store, in_process, mlflow_on_loopback, train_in_process
 
 from mnist_exp import load_runs
 from mnist_exp.cli.run import main as run_main
@@ -49,6 +49,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, mnist_npz: Path) -> Runs:
             "tracking.tags={idea: wd}",
             f"data.path={mnist_npz}",
             f"hydra.sweep.dir={folder / 'sweep'}",
+            "tracking.log_model=false",  # saves a second a job; the single run logs one
             *COMMON,
             *store.overrides,
         ],
@@ -194,9 +195,13 @@ def test_show_puts_one_run_on_one_screen(runs):
     assert "note       seed study" in text and f"sweep      {runs.parent}" in text
     assert "final/test_accuracy" in text and "training" in text and "digest" in text
     assert "idea" in text and "  seed: 1" in text and "hidden_units: [256, 128, 128]" in text
-    assert f"python -m mnist_exp.run rerun={child['run_id']}" in text
-    assert f"python -m mnist_exp.evaluate run_id={child['run_id']}" in text
-    assert "resume" not in text.split("commands", 1)[1]  # a finished run cannot be resumed
+    commands = text.split("\ncommands\n", 1)[1]
+    assert f"python -m mnist_exp.run rerun={child['run_id']}" in commands
+    assert "resume" not in commands  # a finished run cannot be resumed
+    assert "evaluate" not in commands  # it logged no model
+    single = runs_command("show", runs.single, "--tracking-uri", runs.store.uri).stdout
+    assert f"python -m mnist_exp.evaluate run_id={runs.single}" in single
+    assert f"python -m mnist_exp.predict {runs.single} IMAGE" in single
 
 
 def test_diff_lists_only_what_differs(runs):
@@ -247,3 +252,17 @@ def test_an_empty_or_missing_store_is_one_line(tmp_path):
     assert done.stderr.splitlines() == [
         f"error: no training runs in experiment 'mnist' of {empty.uri} yet"
     ]
+
+
+@pytest.mark.slow
+def test_ls_and_show_read_a_tracking_server_as_they_read_its_store(runs):
+    """The same store served by a real ``mlflow server`` on 127.0.0.1: MLflow's paged
+    search there gives the same table as the direct read of the SQLite file."""
+    server = ["server", "--backend-store-uri", runs.store.uri, "--workers", "1"]
+    with mlflow_on_loopback(server, "/health") as url:
+        assert load_runs(url).equals(load_runs(runs.store.uri))
+        done = runs_command("ls", "--tracking-uri", url, "--group-by", "seed", "--format", "csv")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == ls(runs, "--group-by", "seed", "--format", "csv").stdout
+        shown = runs_command("show", runs.single[:8], "--tracking-uri", url)
+        assert shown.returncode == 0 and "hidden_units: [64, 32]" in shown.stdout
