@@ -34,17 +34,50 @@ class TrainingDiverged(RunFailed):
     reason = "nan_loss"
 
 
-class StopOnDivergence(keras.callbacks.Callback):
-    """Raises :class:`TrainingDiverged` at the end of an epoch whose loss is not finite.
+class TrainingAtChance(TrainingDiverged):
+    """The model guesses no better than chance while its loss is far above a uniform
+    guess's: the weights blew up (Keras clips the probabilities, so on JAX such a loss
+    stays finite where TensorFlow's becomes NaN)."""
 
-    Checked per epoch rather than per batch, so that no batch waits on a host sync.
+    reason = "diverged"
+
+
+CHANCE_LOSS_FACTOR = 2.0  # a loss this many times a uniform guess's is no slow start
+CHANCE_ACCURACY_FACTOR = 1.5  # accuracy within this many times chance is chance
+
+
+class StopOnDivergence(keras.callbacks.Callback):
+    """Stops training at the end of an epoch whose loss is not finite
+    (:class:`TrainingDiverged`), or that ends at chance accuracy with a loss well above
+    the chance-level loss ``ln(classes)`` (:class:`TrainingAtChance`): on either backend
+    the run then ends FAILED with its reason.
+
+    Checked per epoch rather than per batch, so that no batch waits on a host sync. A
+    model that learns slowly sits near the chance-level loss, not far above it, and is
+    left to train.
     """
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        """Stop training if this epoch's loss is NaN or infinite."""
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(loss):
+        """Stop training if this epoch's loss is not finite, or at chance far above the
+        chance-level loss."""
+        logs = logs or {}
+        loss, accuracy = logs.get("loss"), logs.get("accuracy")
+        if loss is None:
+            return
+        if not math.isfinite(loss):
             raise TrainingDiverged(f"loss became {loss} in epoch {epoch + 1}")
+        classes = self.model.output_shape[-1]
+        chance_loss = math.log(classes)
+        if (
+            accuracy is not None
+            and loss > CHANCE_LOSS_FACTOR * chance_loss
+            and accuracy <= CHANCE_ACCURACY_FACTOR / classes
+        ):
+            raise TrainingAtChance(
+                f"loss {loss:.4g} in epoch {epoch + 1} is far above a uniform guess's "
+                f"{chance_loss:.3f}, at chance accuracy {accuracy:.3f}: the weights "
+                "diverged (lower optimizer.learning_rate)"
+            )
 
 
 class StopWhenTold(keras.callbacks.Callback):
