@@ -33,6 +33,8 @@ def check_store(uri: str) -> None:
     is trained: an empty URI, ``sqlite://`` without a file (an in-memory store that loses
     every run), MLflow's removed file store, an unknown scheme, a database whose driver is
     missing, a file that is not a SQLite database, or a server that does not answer."""
+    if uri.strip().lower() == "databricks":
+        return  # Databricks' hosted MLflow, as MLflow names it: its credentials are its own
     scheme = uri.partition(":")[0].partition("+")[0].lower() if ":" in uri else ""
     if not uri.strip():
         raise ConfigError(f"tracking.uri is empty; {SQLITE_HINT}, or http://HOST:PORT")

@@ -141,8 +141,10 @@ def _tracked_run(
         _end_run(RunStatus.KILLED)
         raise
     except BaseException as error:
-        ended = _end_run(RunStatus.FAILED, error)
         problem = store_problem(error, uri)
+        # The reason tagged is the one the user is told: a store failure, or the error's own.
+        reason = StoreFailed.reason if problem else getattr(error, "reason", "exception")
+        ended = _end_run(RunStatus.FAILED, error, reason)
         if problem is None and ended:
             raise
         raise StoreFailed(_with_close_hint(problem or str(error), run, ended)) from error
@@ -150,25 +152,24 @@ def _tracked_run(
         raise StoreFailed(_with_close_hint("cannot record the run's end", run, ended=False))
 
 
-def _end_run(status: int, error: BaseException | None = None) -> bool:
-    """End the active run with ``status``, tagging ``error`` first if given; return
-    whether the store took the end. Nothing here may raise: the run's own error matters."""
+def _end_run(status: int, error: BaseException | None = None, reason: str = "") -> bool:
+    """End the active run with ``status``, tagging ``error`` and its ``reason`` first if
+    given; return whether the store took the end. Nothing here may raise: the run's own
+    error matters. (``mlflow.end_run`` takes the run off MLflow's stack of active runs
+    before it writes the end, so a failed write leaves nothing for MLflow's exit hook.)"""
     with deferred():
         if error is not None:
             with suppress(Exception):
                 mlflow.set_tags(
                     {
                         "error": f"{type(error).__name__}: {error}"[:5000],
-                        "failure_reason": getattr(error, "reason", "exception"),
+                        "failure_reason": reason,
                     }
                 )
         try:
             mlflow.end_run(RunStatus.to_string(status))
             return True
         except Exception:
-            # Forget the run here, or MLflow's exit hook would try (and fail) again.
-            with suppress(Exception):
-                mlflow.tracking.fluent._active_run_stack.get().clear()
             return False
 
 

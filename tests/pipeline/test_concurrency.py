@@ -229,7 +229,32 @@ def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(s
         f"the training failed; run {recorder.run_id} may still show RUNNING: once the store "
         "can write again, close it with python -m mnist_exp.runs gc"
     )
+    import mlflow
+
+    assert mlflow.active_run() is None  # nothing left for MLflow's exit hook to retry
     (small_disk / "filler").unlink()
     assert Store(uri, small_disk).client().get_run(recorder.run_id).info.status == "RUNNING"
     # Its owner (this process) is alive, so gc leaves it; once the owner exits, gc closes it.
     assert gc(Store(uri, small_disk), small_disk).stdout.startswith("closed (KILLED): 0 run(s)")
+
+
+def test_a_full_artifact_disk_is_tagged_as_the_store_failure_it_is_reported_as(
+    small_disk, tmp_path
+):
+    from omegaconf import OmegaConf
+
+    from mnist_exp.tracking.recorder import RunRecorder, StoreFailed
+
+    store = Store(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=small_disk / "artifacts")
+    tracking = OmegaConf.create(
+        {"uri": store.uri, "experiment": "x", "artifact_location": str(store.artifacts)}
+    )
+    with pytest.raises(StoreFailed, match="no space left on the disk") as raised:  # noqa: SIM117
+        with RunRecorder.start(tracking, "artifacts overflow") as recorder:
+            import mlflow
+
+            mlflow.log_text("x" * (4 << 20), "too_big.txt")  # 4 MiB on a 3 MiB disk
+    assert raised.value.reason == "store_failed"
+    run = store.client().get_run(recorder.run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["failure_reason"] == "store_failed"

@@ -57,6 +57,11 @@ def test_a_tracking_uri_that_cannot_keep_runs_is_refused_before_training(tmp_pat
     assert "sqlite:///outputs/mlflow.db" in line or "tracking.uri=" in line
 
 
+@pytest.mark.parametrize("uri", ["databricks", "databricks://my-profile"])
+def test_databricks_is_not_taken_for_a_file_store(uri):
+    check_store(uri)  # MLflow's own name for Databricks' hosted tracking: accepted as is
+
+
 @pytest.fixture
 def new_store(tmp_path) -> Path:
     """A real MLflow store (a SQLite file) with the experiment in it, created by another
@@ -154,7 +159,7 @@ BAD_URIS = st.one_of(
     st.builds(lambda slashes, rest: f"sqlite:{'/' * slashes}{rest}", st.integers(0, 2), text),
     st.sampled_from(["sqlite:///", "sqlite:///:memory:", ""]),
     st.builds(lambda rest: f"file:{rest}", text),
-    text.filter(lambda t: t.strip()),  # a bare path: the file store
+    text.filter(lambda t: t.strip() and t.strip() != "databricks"),  # a bare path: file store
     st.builds(
         lambda scheme, rest: f"{scheme}://{rest}",
         st.text("abcdefghijklmnopqrstuvwxyz", min_size=2, max_size=8).filter(
