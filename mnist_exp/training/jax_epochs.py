@@ -13,6 +13,7 @@ updates, same dropout random stream); only the per-step Python overhead goes awa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 
 import jax
@@ -28,9 +29,19 @@ def keep_tensorflow_out() -> None:
     to recognise its shapes when saving), and importing it costs seconds of start-up. A
     JAX run uses no TensorFlow, so Keras runs as it does on a JAX-only installation.
     """
-    from keras.src.utils.module_utils import tensorflow
+    # An import of a module whose sys.modules entry is None raises ModuleNotFoundError
+    # (Python's import system, documented): Keras then finds TensorFlow unavailable.
+    sys.modules.setdefault("tensorflow", None)
 
-    tensorflow._available = False
+
+def _build_compiled_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
+    """Create the compiled loss's and metrics' variables, as ``fit`` does on its first
+    batch, through Keras's public ``compute_loss`` and ``compute_metrics`` on one example
+    (eagerly: nothing is compiled, no weight changes); the metrics start from zero."""
+    y_pred = model(x, training=False)
+    model.compute_loss(x=x, y=y, y_pred=y_pred)
+    model.compute_metrics(x, y, y_pred, sample_weight=None)
+    model.reset_metrics()
 
 
 def _scan_train_step(model: keras.Model) -> Callable:
@@ -185,8 +196,7 @@ def fit_on_device(
     batch-level callbacks are not called. Returns the history of these epochs.
     """
     on_device = {name: jax.device_put(array) for name, array in arrays.items()}
-    # Build the compiled metrics and loss (as fit would from its first batch).
-    model._symbolic_build(data_batch=(arrays["x_train"][:1], arrays["y_train"][:1]))
+    _build_compiled_state(model, arrays["x_train"][:1], arrays["y_train"][:1])
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     train_epoch = _epoch_function(model, batch_size)
