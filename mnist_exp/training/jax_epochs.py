@@ -13,7 +13,6 @@ updates, same dropout random stream); only the per-step Python overhead goes awa
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 
 import jax
@@ -29,9 +28,12 @@ def keep_tensorflow_out() -> None:
     to recognise its shapes when saving), and importing it costs seconds of start-up. A
     JAX run uses no TensorFlow, so Keras runs as it does on a JAX-only installation.
     """
-    # An import of a module whose sys.modules entry is None raises ModuleNotFoundError
-    # (Python's import system, documented): Keras then finds TensorFlow unavailable.
-    sys.modules.setdefault("tensorflow", None)
+    # The one private Keras name here, written against Keras 3.10-3.15 (tested in
+    # tests/training/test_jax_epochs.py): Keras has no public switch for it, and hiding
+    # TensorFlow from the whole process (sys.modules) breaks MLflow, which imports it.
+    from keras.src.utils.module_utils import tensorflow
+
+    tensorflow._available = False
 
 
 def _build_compiled_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:

@@ -147,3 +147,16 @@ def test_a_gpu_asked_for_and_not_there_is_one_line(tmp_path, store, mnist_npz, b
     assert line.startswith("error: train.device=gpu: ")
     assert done.stderr.strip().splitlines()[-1] == line
     assert store.runs() == []
+
+
+def test_keras_still_has_the_flag_that_keeps_tensorflow_out():
+    """keep_tensorflow_out sets Keras's private LazyModule flag (no public switch exists):
+    fail loudly, naming Keras, the day a release changes it."""
+    import keras
+    from keras.src.utils import module_utils
+
+    lazy = getattr(module_utils, "tensorflow", None)
+    assert lazy is not None and "_available" in vars(lazy), (
+        f"Keras {keras.__version__} changed keras.src.utils.module_utils.tensorflow "
+        "(its _available flag): update mnist_exp.training.jax_epochs.keep_tensorflow_out"
+    )
