@@ -6,6 +6,7 @@ import re
 import sys
 from typing import NoReturn
 
+import yaml
 from hydra.errors import MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
@@ -48,6 +49,19 @@ def describe_hydra_error(error: Exception) -> str:
         allowed = ", ".join(str(key) for key in parent)
         return f"{full_key}: unknown key; allowed keys here: {allowed}"
     return _one_line(str(error) or str(cause) or type(error).__name__)
+
+
+def describe_yaml_error(error: yaml.YAMLError) -> str:
+    """One line for a config file that is not valid YAML: where (``file:line:column``),
+    what, and while reading what (``(while parsing a flow sequence at line 2, column 12)``)."""
+    if not isinstance(error, yaml.MarkedYAMLError) or error.problem_mark is None:
+        return f"a config file is not valid YAML: {_one_line(str(error))}"
+    mark = error.problem_mark
+    line = f"{mark.name}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {error.problem}"
+    context = error.context_mark
+    if error.context and context is not None:
+        line += f" ({error.context} at line {context.line + 1}, column {context.column + 1})"
+    return line
 
 
 # Hydra's words for ``group=option`` when the group has no default (``sweep``, for one).

@@ -7,6 +7,7 @@ SIGTERM exit 130 after the MLflow run is marked KILLED, and ``cleanup(status)`` 
 from __future__ import annotations
 
 import atexit
+import logging.config
 import os
 import sys
 import threading
@@ -42,6 +43,11 @@ def run_hydra_command(
     except ConfigError as error:
         exit_with_error(str(error))
     except ValueError as error:
+        if _last_frame(error) == logging.config.__file__:  # dictConfig refused Hydra's logging
+            cause = f": {error.__cause__}" if error.__cause__ else ""
+            exit_with_error(
+                f"cannot apply hydra.job_logging or hydra.hydra_logging: {error}{cause}"
+            )
         if not _raised_inside(error, "hydra"):
             raise  # a bug of ours: keep the traceback
         overrides = " ".join(arg for arg in sys.argv[1:] if not arg.startswith("-"))
@@ -63,8 +69,13 @@ def run_hydra_command(
 def _raised_inside(error: BaseException, package: str) -> bool:
     """Whether ``error`` was raised by ``package``'s own code (such as Hydra composing the
     overrides, or Ray connecting), not by a task."""
+    return f"{os.sep}{package}{os.sep}" in _last_frame(error)
+
+
+def _last_frame(error: BaseException) -> str:
+    """The file of the code that raised ``error`` ("" if unknown)."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and f"{os.sep}{package}{os.sep}" in frames[-1].filename
+    return frames[-1].filename if frames else ""
 
 
 def exit_without_teardown() -> None:

@@ -2,9 +2,13 @@
 
 Attacks through the real CLI (in subprocesses): a callback, a preset from a --config-dir,
 a task-config _target_, a logging class, a sweep job's own preset. Each must end with one
-line and exit code 2 before anything is instantiated: no file touched, no MLflow run. And
-everything this project ships (every launcher, sweeper, sampler and logging option) still
-composes (tests/test_sweep.py runs grid, Optuna and joblib sweeps through the same check).
+line and exit code 2 before anything is instantiated: no file touched, no MLflow run. So
+must environment variables outside the allow-list (LD_PRELOAD, PYTHONPATH), log handlers
+that send records away, log files outside the run's folder or not appended to, and a
+preset that is not valid YAML (most of these in-process, through ``one_line_error``). And
+everything this project ships (every launcher, sweeper, sampler and logging option but
+Hydra's hydra_debug, which truncates a log in the working folder) still composes
+(tests/test_sweep.py runs grid, Optuna and joblib sweeps through the same check).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import one_line_error, run_cli
 from hydra import compose, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import InstantiationException
@@ -206,7 +210,7 @@ def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tm
         ),
         "hydra/job_logging=evil": (
             "error: hydra.job_logging.handlers.h.class=logging.config.fileConfig: not allowed; "
-            "allowed classes: logging.FileHandler, logging.Handler, "
+            "allowed classes: logging.FileHandler, logging.NullHandler, logging.StreamHandler"
         ),
         "+hydra.job_logging.handlers.x.class=shutil.copyfile": (
             "error: hydra.job_logging.handlers.x.class=shutil.copyfile: not allowed;"
@@ -298,7 +302,7 @@ SHIPPED = [
         for name in ["tpe", "random", "qmc"]
     ],
     *[[f"hydra/job_logging={name}"] for name in ["default", "disabled", "none", "stdout"]],
-    *[[f"hydra/hydra_logging={name}"] for name in ["default", "disabled", "none", "hydra_debug"]],
+    *[[f"hydra/hydra_logging={name}"] for name in ["default", "disabled", "none"]],
     *[[f"+sweep={name}"] for name in _options("sweep")],
     *[[f"experiment={name}"] for name in _options("experiment")],
 ]
@@ -336,3 +340,293 @@ def test_hydra_multi_line_errors_become_one_whole_line():
     )
     one_line = InstantiationException("Error locating target 'a.b',  kept  as is")
     assert describe_hydra_error(one_line) == "Error locating target 'a.b',  kept  as is"
+
+
+# Environment variables: hydra.job.env_set reaches the job's process and the processes it
+# starts, runtime_env.env_vars a Ray worker's; LD_PRELOAD or PYTHONPATH would load code there.
+ENV_ALLOWED = (
+    "allowed keys here: MNIST_EXP_*, CUDA_VISIBLE_DEVICES, MKL_NUM_THREADS, "
+    "MLFLOW_TRACKING_URI, OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, TF_CPP_MAX_VLOG_LEVEL, "
+    "TF_CPP_MIN_LOG_LEVEL, XLA_PYTHON_CLIENT_MEM_FRACTION, XLA_PYTHON_CLIENT_PREALLOCATE"
+)
+
+
+@pytest.mark.parametrize(
+    ("override", "shown"),
+    [
+        (
+            "+hydra.job.env_set.LD_PRELOAD=/path/evil.so",
+            "hydra.job.env_set.LD_PRELOAD=/path/evil.so",
+        ),
+        ("+hydra.job.env_set.PYTHONPATH=/tmp/evil", "hydra.job.env_set.PYTHONPATH=/tmp/evil"),
+        ("+hydra.job.env_set.PATH=/tmp/evil", "hydra.job.env_set.PATH=/tmp/evil"),
+        ("+hydra.job.env_set.ld_preload=x", "hydra.job.env_set.ld_preload=x"),
+        # --xla_gpu_cuda_data_dir makes XLA run ptxas from a folder of the config's choosing
+        (
+            "+hydra.job.env_set.XLA_FLAGS='--xla_gpu_cuda_data_dir=/tmp/evil'",
+            "hydra.job.env_set.XLA_FLAGS=--xla_gpu_cuda_data_dir=/tmp/evil",
+        ),
+        ("+hydra.job.env_set.KERAS_BACKEND=torch", "hydra.job.env_set.KERAS_BACKEND=torch"),
+        (
+            "+hydra.launcher.ray.init.runtime_env.env_vars.LD_PRELOAD=/path/evil.so",
+            "hydra.launcher.ray.init.runtime_env.env_vars.LD_PRELOAD=/path/evil.so",
+        ),
+    ],
+)
+def test_env_keys_outside_the_allow_list_are_refused(tmp_path, override, shown):
+    extra = ["hydra/launcher=cluster"] if "ray" in override else []
+    line = one_line_error(tmp_path, override, *extra, "model.dropout=1.5")
+    assert line.startswith(f"error: {shown}"), line
+    assert line.endswith(f": not allowed; {ENV_ALLOWED}"), line
+
+
+def test_env_keys_in_a_shared_preset_are_refused(tmp_path):
+    preset = """\
+        # @package _global_
+        hydra:
+          job:
+            env_set:
+              MNIST_EXP_FINE: "1"
+              LD_PRELOAD: /path/evil.so
+        """
+    shared = config_dir(tmp_path, {"experiment/evil.yaml": preset})
+    line = one_line_error(
+        tmp_path, "--config-dir", str(shared), "experiment=evil", "model.dropout=1.5"
+    )
+    assert line == f"error: hydra.job.env_set.LD_PRELOAD=/path/evil.so: not allowed; {ENV_ALLOWED}"
+
+
+def test_an_env_set_that_resolves_only_later_is_refused(tmp_path):
+    line = one_line_error(
+        tmp_path, "++hydra.job.env_set=${hydra.runtime.output_dir}", "model.dropout=1.5"
+    )
+    assert line == (
+        "error: hydra.job.env_set=${hydra.runtime.output_dir}: not allowed; "
+        "an interpolation here must resolve when the config is composed"
+    )
+
+
+def test_project_and_harmless_env_keys_compose():
+    """The keys the sweep callback, the Optuna sweeper and hydra/launcher=cluster set,
+    and the harmless ones."""
+    targets.install()
+    overrides = [
+        "hydra/launcher=cluster",
+        "++hydra.job.env_set.MNIST_EXP_SWEEP_PARENT_RUN=abc",
+        "++hydra.job.env_set.MNIST_EXP_OPTUNA_STORAGE='sqlite:///x.db'",
+        "+hydra.job.env_set.OMP_NUM_THREADS=2",
+        "+hydra.job.env_set.TF_CPP_MIN_LOG_LEVEL=3",
+        "+hydra.job.env_set.CUDA_VISIBLE_DEVICES=0",
+        "+hydra.launcher.ray.init.runtime_env.env_vars.XLA_PYTHON_CLIENT_PREALLOCATE=false",
+    ]
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    targets.check_targets(cfg)
+    assert set(cfg.hydra.launcher.ray.init.runtime_env.env_vars) >= {
+        "MLFLOW_TRACKING_URI",
+        "MNIST_EXP_LAUNCH_DIR",
+    }
+
+
+# Logging: only stream, file and null handlers; files only appended to, only inside the
+# run's folder. (In-process runs use hydra/job_logging=none, so F is the only handler.)
+F = "+hydra.job_logging.handlers.f"
+HANDLERS = "allowed classes: logging.FileHandler, logging.NullHandler, logging.StreamHandler"
+LOG_FILE = "allowed: ${hydra.runtime.output_dir}/<name>.log (a file in the run's folder)"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            [f"{F}.class=logging.handlers.HTTPHandler", f"{F}.host=example.org", f"{F}.url=/"],
+            f"hydra.job_logging.handlers.f.class=logging.handlers.HTTPHandler: not allowed; "
+            f"{HANDLERS}",
+        ),
+        (
+            [
+                "+hydra.hydra_logging.handlers.f.class=logging.handlers.SocketHandler",
+                "+hydra.hydra_logging.handlers.f.host=example.org",
+                "+hydra.hydra_logging.handlers.f.port=9020",
+            ],
+            f"hydra.hydra_logging.handlers.f.class=logging.handlers.SocketHandler: not allowed; "
+            f"{HANDLERS}",
+        ),
+        (
+            [
+                f"{F}.class=logging.FileHandler",
+                f"{F}.filename=${{hydra.runtime.output_dir}}/x.log",
+                f"{F}.mode=w",
+            ],
+            "hydra.job_logging.handlers.f.mode=w: not allowed; allowed: a (log files are "
+            "only appended to)",
+        ),
+        (
+            [f"{F}.class=logging.FileHandler", f"{F}.filename=../../x.log"],
+            f"hydra.job_logging.handlers.f.filename=../../x.log: not allowed; {LOG_FILE}",
+        ),
+        (
+            [f"{F}.class=logging.FileHandler", f"{F}.filename=/tmp/x.log"],
+            f"hydra.job_logging.handlers.f.filename=/tmp/x.log: not allowed; {LOG_FILE}",
+        ),
+        (  # relative to the folder the command runs in, not the run's
+            [f"{F}.class=logging.FileHandler", f"{F}.filename=x.log"],
+            f"hydra.job_logging.handlers.f.filename=x.log: not allowed; {LOG_FILE}",
+        ),
+        (
+            [
+                f"{F}.class=logging.FileHandler",
+                f"{F}.filename=${{hydra.runtime.output_dir}}/../x.log",
+            ],
+            "hydra.job_logging.handlers.f.filename=${hydra.runtime.output_dir}/../x.log: not "
+            f"allowed; {LOG_FILE}",
+        ),
+        (
+            [
+                f"{F}.class=logging.FileHandler",
+                f"{F}.filename=${{hydra.runtime.output_dir}}/${{hydra.job.name}}.log",
+                "hydra.job.name=../../x",
+            ],
+            "hydra.job_logging.handlers.f.filename=${hydra.runtime.output_dir}/../../x.log: not "
+            f"allowed; {LOG_FILE}",
+        ),
+        (
+            [f"{F}.class=logging.FileHandler", f"{F}.filename=${{hydra.runtime.output_dir}}/x.sh"],
+            "hydra.job_logging.handlers.f.filename=${hydra.runtime.output_dir}/x.sh: not "
+            f"allowed; {LOG_FILE}",
+        ),
+        (
+            [f"{F}.class=logging.FileHandler"],
+            f"hydra.job_logging.handlers.f: a logging.FileHandler needs a filename; {LOG_FILE}",
+        ),
+        (
+            [f"{F}.filename=null"],
+            f"hydra.job_logging.handlers.f: a handler needs a class; {HANDLERS}",
+        ),
+        (
+            [f"{F}.class=logging.StreamHandler", f"{F}.filename=x.log"],
+            "hydra.job_logging.handlers.f.filename=x.log: not allowed; allowed keys here: "
+            "class, filters, formatter, level, stream",
+        ),
+    ],
+)
+def test_log_handlers_that_reach_too_far_are_refused(tmp_path, overrides, expected):
+    line = one_line_error(tmp_path, *overrides, "model.dropout=1.5")
+    assert line == f"error: {expected}"
+
+
+def test_a_preset_file_handler_without_a_filename_is_one_line(tmp_path):
+    preset = """\
+        # @package _global_
+        hydra:
+          job_logging:
+            handlers:
+              f2:
+                class: logging.FileHandler
+        """
+    shared = config_dir(tmp_path, {"experiment/x.yaml": preset})
+    line = one_line_error(
+        tmp_path, "--config-dir", str(shared), "experiment=x", "model.dropout=1.5"
+    )
+    assert line == (
+        f"error: hydra.job_logging.handlers.f2: a logging.FileHandler needs a filename; {LOG_FILE}"
+    )
+
+
+def test_a_handler_cannot_set_its_attributes(tmp_path, victim):
+    """dictConfig sets a handler's ``.`` entries as attributes after building it: a
+    delayed FileHandler's baseFilename would be the file it opens at its first record."""
+    preset = f"""\
+        # @package _global_
+        hydra:
+          job_logging:
+            handlers:
+              f:
+                class: logging.FileHandler
+                filename: ${{hydra.runtime.output_dir}}/ok.log
+                delay: true
+                .:
+                  baseFilename: {victim}
+        """
+    shared = config_dir(tmp_path, {"experiment/x.yaml": preset})
+    line = one_line_error(
+        tmp_path, "--config-dir", str(shared), "experiment=x", "model.dropout=1.5"
+    )
+    assert line.startswith("error: hydra.job_logging.handlers.f..={'baseFilename': "), line
+    assert line.endswith(
+        "not allowed; allowed keys here: class, delay, encoding, errors, filename, filters, "
+        "formatter, level, mode"
+    )
+
+
+def test_hydra_debug_logging_is_refused():
+    """Hydra's hydra/hydra_logging=hydra_debug truncates hydra-<job>.log in the folder the
+    command runs in (hydra.verbose=true logs the same to the console)."""
+    targets.install()
+    with (
+        initialize_config_module("mnist_exp.conf", version_base="1.3"),
+        pytest.raises(ConfigError, match=r"^hydra\.hydra_logging\.handlers\.file\.mode=w: not"),
+    ):
+        compose("config", overrides=["hydra/hydra_logging=hydra_debug"], return_hydra_config=True)
+
+
+def test_extra_log_files_in_the_run_folder_compose():
+    targets.install()
+    overrides = [
+        "+hydra.job_logging.handlers.f.class=logging.FileHandler",
+        "+hydra.job_logging.handlers.f.filename=${hydra.runtime.output_dir}/${hydra.job.name}-2.log",
+        "+hydra.job_logging.handlers.f.mode=a",
+        "+hydra.job_logging.handlers.n.class=logging.NullHandler",
+    ]
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    targets.check_targets(cfg)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "+hydra.job_logging.handlers.file.mode=w",
+        "hydra.job_logging.handlers.file.filename=${hydra.runtime.output_dir}/../outside.log",
+        "+hydra.job_logging.handlers.file.delay=true",  # allowed: the run goes on to its check
+    ],
+)
+def test_the_run_log_is_neither_truncated_nor_moved(tmp_path, override):
+    """Through the real CLI, with Hydra's default job logging: an existing run.log keeps
+    its lines, and nothing is written beside the run's folder."""
+    log = tmp_path / "run" / "run.log"
+    log.parent.mkdir()
+    log.write_text("precious\n")
+    done = run_cli(
+        [override, "model.dropout=1.5", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    assert log.read_text().startswith("precious\n")
+    assert not (tmp_path / "outside.log").exists()
+
+
+def test_a_logging_config_dict_config_cannot_apply_is_one_line(tmp_path):
+    done = run_cli(
+        ["hydra.job_logging.root.level=LOUD", f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: cannot apply hydra.job_logging or hydra.hydra_logging: Unable to configure "
+        "root logger: Unknown level: 'LOUD'"
+    ], done.stderr
+
+
+def test_a_preset_that_is_not_yaml_is_one_line_naming_the_file(tmp_path):
+    shared = config_dir(tmp_path, {"experiment/x.yaml": "model:\n  dropout: [0.1\n"})
+    line = one_line_error(
+        tmp_path, "--config-dir", str(shared), "experiment=x", "model.dropout=1.5"
+    )
+    assert line == (
+        f"error: {shared / 'experiment' / 'x.yaml'}:3:1: not valid YAML: expected ',' or ']', "
+        "but got '<stream end>' (while parsing a flow sequence at line 2, column 12)"
+    )
