@@ -6,11 +6,9 @@ SIGTERM exit 130 after the MLflow run is marked KILLED, and ``cleanup(status)`` 
 
 from __future__ import annotations
 
-import atexit
 import logging.config
 import os
 import sys
-import threading
 import traceback
 from collections.abc import Callable
 
@@ -76,21 +74,3 @@ def _last_frame(error: BaseException) -> str:
     """The file of the code that raised ``error`` ("" if unknown)."""
     frames = traceback.extract_tb(error.__traceback__)
     return frames[-1].filename if frames else ""
-
-
-def exit_without_teardown() -> None:
-    """End a finished single run at once, skipping the interpreter's module teardown.
-
-    Tearing down JAX/XLA, MLflow and SQLAlchemy takes about 1 s after all the work is
-    done and saved. Everything Python's own exit does that matters still happens first:
-    non-daemon threads are joined, ``atexit`` handlers run (logging, MLflow), and the
-    standard streams are flushed. Only for a process of its own (never in-process, and
-    not for sweeps, whose launchers manage worker processes).
-    """
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)

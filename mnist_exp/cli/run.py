@@ -17,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from mnist_exp import interrupts
-from mnist_exp.cli.common import exit_without_teardown, run_hydra_command
+from mnist_exp.cli.common import run_hydra_command
 from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.data.splits import load_splits
 from mnist_exp.errors import EXIT_RUN_FAILED, RunFailed, exit_with_error
@@ -127,5 +127,3 @@ def _end_sweeps(status: str) -> None:
 def main() -> None:
     """Run the CLI: one-line config errors (exit 2), Ctrl-C leaves nothing RUNNING."""
     run_hydra_command(task, cleanup=_end_sweeps)
-    if not {"-m", "--multirun"} & set(sys.argv[1:]):
-        exit_without_teardown()
