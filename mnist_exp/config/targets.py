@@ -172,31 +172,28 @@ def _walk(node: Container, path: tuple[str, ...], walking: set[int]) -> None:
 
 def _items(node: Container) -> Iterator[tuple[str, Any]]:
     """(key, value) of each child; ``[i]`` for list items. Containers stay containers,
-    interpolations are resolved (an :class:`_Unresolved` where they cannot be yet)."""
+    interpolations are resolved (an :class:`_Unresolved` where they cannot be yet),
+    missing values (``???``) are skipped. Only OmegaConf's public API."""
     if isinstance(node, DictConfig):
-        if node._is_none() or node._is_missing() or node._is_interpolation():
-            return
         keys: list[Any] = list(node.keys())
     elif isinstance(node, ListConfig):
-        if node._is_none() or node._is_missing() or node._is_interpolation():
-            return
         keys = list(range(len(node)))
     else:
         return
+    raw: Any = None  # the node's values as written, read once if an interpolation needs it
     for key in keys:
-        child = node._get_node(key)
         name = f"[{key}]" if isinstance(node, ListConfig) else str(key)
-        if child is None:
+        if OmegaConf.is_missing(node, key):
             continue
-        if child._is_interpolation():
+        if OmegaConf.is_interpolation(node, key):
             try:
                 value = node[key]
             except Exception:  # resolvers may raise anything; so may a missing value
-                value = _Unresolved(child._value())
-        elif isinstance(child, Container):
-            value = None if child._is_none() else child
+                if raw is None:
+                    raw = OmegaConf.to_container(node, resolve=False)
+                value = _Unresolved(raw[key])
         else:
-            value = child._value()
+            value = node[key]
         yield name, value
 
 

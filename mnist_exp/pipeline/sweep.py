@@ -30,6 +30,7 @@ missing, FAILED or KILLED run again.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -403,11 +404,22 @@ def _validate_grid(config: DictConfig) -> None:
 
 
 def _grid_jobs(config: DictConfig) -> list[list[str]]:
-    """Every job of a basic (grid) sweep, as its overrides, in the order they run."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    batches = BasicSweeper.split_arguments(_sweep_overrides(config), max_batch_size=None)
-    return [list(job_overrides) for batch in batches for job_overrides in batch]
+    """Every job of a basic (grid) sweep, as its overrides, in the order Hydra's basic
+    sweeper runs them: the product of each key's values, a later override of a key
+    replacing an earlier one (built on the public Override API, as the sweeper does)."""
+    values: dict[str, list[str]] = {}
+    for override in _sweep_overrides(config):
+        key = override.get_key_element()
+        if not override.is_sweep_override():
+            values[key] = [f"{key}={override.get_value_element_as_str()}"]
+        elif override.is_discrete_sweep():
+            values[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]
+        else:
+            raise ConfigError(
+                f"{override.input_line}: a grid sweeps lists, choice() and range(); "
+                "interval() needs hydra/sweeper=optuna"
+            )
+    return [list(job) for job in itertools.product(*values.values())]
 
 
 def _sweep_overrides(config: DictConfig) -> list[Override]:

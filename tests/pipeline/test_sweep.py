@@ -21,6 +21,7 @@ from conftest import (
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_exp.config.schema import ConfigError
 from mnist_exp.pipeline.sweep import (
     TRIAL_ENV,
     VARIES_ENV,
@@ -371,3 +372,23 @@ def test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again(tmp_path, s
     assert "2 finished (1 skipped: finished in an earlier run of this sweep), 0 failed" in (
         again.stdout
     )
+
+
+def test_a_grid_is_the_product_of_its_keys_values_the_last_override_of_a_key_winning():
+    from mnist_exp.pipeline.sweep import _grid_jobs
+
+    config = OmegaConf.create(
+        {
+            "hydra": {
+                "overrides": {"task": ["seed=1,2", "optimizer=adam,sgd", "seed=7,8,9"]},
+                "sweeper": {"params": {"model.dropout": "0.1,0.2", "train.epochs": "range(1,3)"}},
+            }
+        }
+    )
+    jobs = _grid_jobs(config)
+    assert len(jobs) == 2 * 2 * 2 * 3
+    assert jobs[0] == ["model.dropout=0.1", "train.epochs=1", "seed=7", "optimizer=adam"]
+    assert jobs[-1] == ["model.dropout=0.2", "train.epochs=2", "seed=9", "optimizer=sgd"]
+    config.hydra.overrides.task = ["model.dropout=interval(0,1)"]
+    with pytest.raises(ConfigError, match=r"interval\(\) needs hydra/sweeper=optuna"):
+        _grid_jobs(config)
