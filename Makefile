@@ -6,7 +6,7 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test test-fast docs lint ui server bench bench-sweep bench-search bench-runs clean
+.PHONY: install run test test-fast test-upgrade docs lint ui server bench bench-sweep bench-search bench-runs clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,19 @@ test: install
 ## make test-fast: everything not marked slow (still real, tiny training), about 75 s on 2 cores
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+## make test-upgrade: the fast tier in a separate virtualenv (.venv-upgrade) with the newest
+## releases pyproject.toml allows, to see an upgrade coming before users do; not part of CI
+UPGRADE_VENV ?= .venv-upgrade
+test-upgrade:
+	rm -rf $(UPGRADE_VENV)
+	$(PYTHON) -m venv $(UPGRADE_VENV)
+	$(UPGRADE_VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade pip
+	$(UPGRADE_VENV)/bin/python -m pip install --disable-pip-version-check -q --upgrade \
+		--upgrade-strategy eager -e ".[dev,sweep,jax,cluster]"
+	$(UPGRADE_VENV)/bin/python -m pip list --format=freeze > $(UPGRADE_VENV)/versions.txt
+	@echo "newest allowed releases: $(UPGRADE_VENV)/versions.txt"
+	$(UPGRADE_VENV)/bin/python -m pytest -m "not slow" $(ARGS)
 
 ## make docs: the documentation site (docs/ -> site/), strict: a broken link fails
 docs: install
@@ -65,4 +78,4 @@ bench-runs: install
 	$(BIN)/python -m bench.runs $(ARGS)
 
 clean:
-	rm -rf $(VENV) build site *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(UPGRADE_VENV) build site *.egg-info .pytest_cache .ruff_cache
