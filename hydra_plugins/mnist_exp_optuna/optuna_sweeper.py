@@ -27,8 +27,10 @@ class OptunaSweeperConf:
     """``hydra.sweeper`` for ``hydra/sweeper=optuna`` (docs/sweeps.md)."""
 
     _target_: str = TARGET
-    # key: search space, as in hydra-optuna-sweeper: interval(a, b), tag(log, interval(a, b)),
-    # range(a, b[, step]), choice(...) or a,b,c; any other value is fixed for every trial.
+    # key: search space, as in hydra-optuna-sweeper: interval(a, b) (floats), int(interval(a, b))
+    # (integers), either in tag(log, ...), range(a, b[, step]) (b excluded, as in Hydra's grid
+    # sweeps), choice(...) or a,b,c; any other value is fixed for every trial. Every value
+    # the space can give is checked against the schema before any run.
     params: dict[str, str] | None = None
     n_trials: int = 20  # in the whole study: finished or running trials count
     n_jobs: int = 1  # trials asked for and launched together

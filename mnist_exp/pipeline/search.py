@@ -3,13 +3,20 @@
 The Hydra plugin (``hydra_plugins/mnist_exp_optuna``) only declares the sweeper's config
 and hands it here. :func:`prepare_search` checks everything before any MLflow run exists
 (the search space, the sampler, the direction, the study storage), so a mistake is one
-line and exit code 2. :meth:`Search.run` then asks the study for trials, ``n_jobs`` at a
-time, launches each as a normal Hydra job through the configured launcher (basic, joblib,
-Ray: each job is a child run of the sweep's MLflow parent, see
-:mod:`mnist_exp.pipeline.sweep`) and tells the study each job's validation accuracy.
+line and exit code 2. The search space means what Hydra means (``int(interval(a, b))`` is
+of integers, as in hydra-optuna-sweeper; ``range`` stops before its stop, as in Hydra's
+grid sweeps) and is checked against the schema: every value it can give, at the edges
+of each key's range (:func:`check_search_space`). :meth:`Search.run` then asks the study
+for trials, ``n_jobs`` at a time, launches each as a normal Hydra job through the
+configured launcher (basic, joblib, Ray: each job is a child run of the sweep's MLflow
+parent, see :mod:`mnist_exp.pipeline.sweep`) and tells the study each job's validation
+accuracy.
 
 Studies persist: the storage defaults to ``optuna.db`` beside a SQLite MLflow store and
-the study is loaded if it exists, so re-running a sweep continues it. Trials already
+the study is loaded if it exists, so re-running a sweep continues it. A new SQLite storage
+is created whole or not at all (a disk that fills up meanwhile leaves none), and a study is
+looked up before it is created, so a storage that an older version left half-made (no
+unique index on study names) gains no copies of it. Trials already
 COMPLETE or PRUNED, and those RUNNING in a live sweeper, count toward ``n_trials`` (a
 total): a re-run only runs the missing ones, and two sweepers on one study share the work.
 Two sweepers asking for the study's last missing trial at the same moment both get one
@@ -55,12 +62,12 @@ from optuna.distributions import (
 )
 from optuna.trial import TrialState
 
-from mnist_exp.config.schema import ConfigError
-from mnist_exp.errors import EXIT_RUN_FAILED, exit_with_error
+from mnist_exp.config.schema import ConfigError, validate
+from mnist_exp.errors import EXIT_RUN_FAILED, describe_hydra_error, exit_with_error
 from mnist_exp.interrupts import deferred
 from mnist_exp.pipeline.sweep import TRIAL_ENV, quoted, sweep_trial, text_digest
 from mnist_exp.tracking.owner import owner_alive, owner_tags
-from mnist_exp.tracking.store import sqlite_path, store_lock
+from mnist_exp.tracking.store import SQLITE, StoreError, sqlite_path, store_lock
 
 SAMPLERS = ("qmc", "random", "tpe")
 PRUNERS = ("hyperband", "median", "none")
@@ -73,6 +80,10 @@ PRUNED_ATTR = "pruned_after_epoch"  # set on a trial by its job when the pruner 
 SURPLUS_ATTR = "surplus"  # set on a trial asked for beyond n_trials (by a racing sweeper), FAIL
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)  # toward n_trials
 SQLITE_TIMEOUT_S = 60  # how long a SQLite storage waits for another process's write
+RANGE_RULE = (
+    "range(start, stop[, step]) needs a step > 0 and a stop above the start "
+    "(the stop is excluded: range(1, 4) gives 1, 2, 3)"
+)
 # Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
 STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"
 STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"
@@ -112,10 +123,15 @@ class SearchSpace:
 
     distributions: dict[str, BaseDistribution]
     fixed: dict[str, str]
+    given: dict[str, str]  # each searched key's override as written, for messages
 
     def job_overrides(self, trial: optuna.Trial) -> tuple[str, ...]:
         """The Hydra overrides of ``trial``'s job: its sampled params, then the fixed ones."""
-        values = {name: trial.params[name] for name in self.distributions}
+        return self.overrides({name: trial.params[name] for name in self.distributions})
+
+    def overrides(self, values: Mapping[str, Any]) -> tuple[str, ...]:
+        """The Hydra overrides of a job whose searched keys take ``values`` (those left out
+        keep the config's value), then the fixed ones."""
         return (
             *(f"{name}={value}" for name, value in values.items()),
             *(f"{name}={value}" for name, value in self.fixed.items()),
@@ -123,11 +139,11 @@ class SearchSpace:
 
 
 def parse_search_space(arguments: Sequence[str]) -> SearchSpace:
-    """The search space of ``key=value`` overrides in the old plugin's syntax:
-    ``interval(a, b)``, ``tag(log, interval(a, b))``, ``range(a, b[, step])``,
-    ``choice(...)`` or ``a,b,c`` (an interval is always of floats, as Hydra parses it; use
-    ``range`` for integers); anything else is a fixed value. A key given twice gets its
-    last value, so the command line overrides a preset's ``params``. A bad one raises
+    """The search space of ``key=value`` overrides in hydra-optuna-sweeper's syntax:
+    ``interval(a, b)`` (floats, as Hydra parses its bounds), ``int(interval(a, b))``
+    (integers), either in ``tag(log, ...)``, ``range(a, b[, step])`` (``b`` excluded),
+    ``choice(...)`` or ``a,b,c``; anything else is a fixed value. A key given twice gets
+    its last value, so the command line overrides a preset's ``params``. A bad one raises
     :class:`ConfigError` naming it."""
     try:
         parsed = OverridesParser.create().parse_overrides(list(arguments))
@@ -135,6 +151,7 @@ def parse_search_space(arguments: Sequence[str]) -> SearchSpace:
         raise ConfigError(f"bad search space: {str(error).splitlines()[0]}") from None
     distributions: dict[str, BaseDistribution] = {}
     fixed: dict[str, str] = {}
+    given: dict[str, str] = {}
     for override in parsed:  # a key given again (on the command line) replaces the first
         key = override.get_key_element()
         distributions.pop(key, None)
@@ -146,14 +163,17 @@ def parse_search_space(arguments: Sequence[str]) -> SearchSpace:
             distributions[key] = _distribution(override)
         except (HydraException, ValueError, TypeError) as error:
             raise ConfigError(f"{override.input_line}: bad search space: {error}") from None
-    return SearchSpace(distributions, fixed)
+        given[key] = override.input_line
+    return SearchSpace(distributions, fixed, given)
 
 
 def _distribution(override: Override) -> BaseDistribution:
     """The Optuna distribution of one sweep override (see :func:`parse_search_space`)."""
-    if override.is_choice_sweep() or (override.is_range_sweep() and override.value().shuffle):
-        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
     value = override.value()
+    if override.is_range_sweep() and not (value.step > 0 and value.stop > value.start):
+        raise ValueError(RANGE_RULE)
+    if override.is_choice_sweep() or (override.is_range_sweep() and value.shuffle):
+        return CategoricalDistribution(list(override.sweep_iterator(Transformer.encode)))
     if override.is_range_sweep():  # range(start, stop, step): stop excluded, as in Python
         numbers = (value.start, value.stop, value.step)
         if any(isinstance(n, float) for n in numbers):
@@ -161,9 +181,74 @@ def _distribution(override: Override) -> BaseDistribution:
             return FloatDistribution(value.start, value.start + steps * value.step, step=value.step)
         last = value.start + (int(value.stop) - 1 - value.start) // value.step * value.step
         return IntDistribution(int(value.start), int(last), step=int(value.step))
-    if override.is_interval_sweep():
-        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
+    if override.is_interval_sweep():  # int(interval(...)) casts both bounds to int
+        log = "log" in value.tags
+        if isinstance(value.start, int) and isinstance(value.end, int):
+            return IntDistribution(value.start, value.end, log=log)
+        return FloatDistribution(float(value.start), float(value.end), log=log)
     raise ValueError("use interval(), range() or choice()")
+
+
+def check_search_space(space: SearchSpace, config_name: str) -> None:
+    """Check that every config the search ``space`` can give is valid, before any run.
+
+    Each check composes config ``config_name`` (Hydra's compose API, in the running app)
+    with the searched keys at values the space can give and validates it: the first
+    config takes each key's first value (a choice's first, a range's low end), the next
+    each key's second, and so on (a key out of values keeps its last), until every
+    choice and both ends of every range were in one. The schema's ranges are intervals:
+    a range with both ends in is in. A value out of range, of the wrong type (an
+    ``interval``'s floats for an integer key) or for a key the config lacks raises
+    :class:`ConfigError` naming the key's search space (:func:`_blame`)."""
+    from hydra import compose
+
+    def problem(values: Mapping[str, Any]) -> str | None:
+        """Why the config with the searched keys at ``values`` is invalid; None if valid."""
+        try:
+            validate(compose(config_name, overrides=list(space.overrides(values))))
+        except ConfigError as error:
+            return str(error)
+        except HydraException as error:  # a key or group option the config lacks
+            return describe_hydra_error(error)
+        return None
+
+    edges = {key: _edges(distribution) for key, distribution in space.distributions.items()}
+    for i in range(max(map(len, edges.values()), default=1)):
+        values = {key: edge[min(i, len(edge) - 1)] for key, edge in edges.items()}
+        if (reason := problem(values)) is not None:
+            raise _blame(space, values, reason, problem)
+
+
+def _edges(distribution: BaseDistribution) -> list[Any]:
+    """The values of ``distribution`` that :func:`check_search_space` tries: each choice,
+    or both ends of a range."""
+    if isinstance(distribution, CategoricalDistribution):
+        return list(distribution.choices)
+    assert isinstance(distribution, FloatDistribution | IntDistribution)
+    return list(dict.fromkeys([distribution.low, distribution.high]))
+
+
+def _blame(
+    space: SearchSpace,
+    values: dict[str, Any],
+    reason: str,
+    problem: Callable[[Mapping[str, Any]], str | None],
+) -> ConfigError:
+    """The error for a config that ``space`` gives with its searched keys at ``values``,
+    invalid for ``reason``. Keys are left out (at the config's value) while it stays
+    invalid; the first it cannot do without is named, with a hint when it takes as an
+    integer the float it was given. With no key left, the space's fixed values are."""
+    for key in list(values):
+        narrower = {name: value for name, value in values.items() if name != key}
+        if (narrower_reason := problem(narrower)) is None:
+            error = f"{space.given[key]}: bad search space: {reason}"
+            value = values[key]
+            whole = isinstance(value, float) and value.is_integer()
+            if whole and problem(values | {key: int(value)}) is None:
+                error += f"; int({space.given[key].split('=', 1)[1]}) samples integers"
+            return ConfigError(error)
+        values, reason = narrower, narrower_reason
+    return ConfigError(f"bad search space: {reason}")
 
 
 def study_storage(settings: SearchSettings, tracking_uri: str) -> str:
@@ -213,7 +298,7 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
         )
     arguments = [f"{key}={value}" for key, value in settings.params.items()]
     arguments += list(config.hydra.overrides.task)
-    space = parse_search_space(arguments)
+    space = _checked_space(tuple(arguments), str(config.hydra.job.config_name))
     storage_url = study_storage(settings, str(config.tracking.uri))
     name = settings.study_name or default_study_name(arguments)
     study = _open_study(storage_url, name, settings.direction)
@@ -227,18 +312,33 @@ def prepare_search(settings: SearchSettings, config: DictConfig) -> Search:
     return Search(settings, space, study, env, Path(str(config.hydra.sweep.dir)))
 
 
+@functools.cache
+def _checked_space(arguments: tuple[str, ...], config_name: str) -> SearchSpace:
+    """The search space of ``arguments`` (:func:`parse_search_space`), checked
+    (:func:`check_search_space`) once per process: the sweep's callback and its sweeper
+    both prepare the search."""
+    space = parse_search_space(arguments)
+    check_search_space(space, config_name)
+    return space
+
+
 def _open_study(url: str, name: str, direction: str) -> optuna.Study:
-    """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError."""
+    """Load study ``name`` from ``url`` or create it; an unusable storage is a ConfigError.
+    A new SQLite storage is made whole or not at all (:func:`_create_sqlite_storage`)."""
     path = sqlite_path(url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        # Sweepers started together would race to create the SQLite file's tables.
+        # Sweepers started together would race to create the storage and the study.
         with store_lock(url):
-            study = optuna.create_study(
-                study_name=name, storage=_storage(url), direction=direction, load_if_exists=True
-            )
+            if path is not None and (not path.exists() or path.stat().st_size == 0):
+                _create_sqlite_storage(path)
+            study = _load_or_create_study(url, name, direction)
+    except StoreError as error:  # from store_lock, which words it for the MLflow store
+        raise ConfigError(
+            str(error).replace("tracking.uri=", "hydra.sweeper.storage=", 1)
+        ) from None
+    except ConfigError:
+        raise
     except Exception as error:  # drivers and SQLAlchemy raise anything; all mean the same
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(
@@ -253,13 +353,48 @@ def _open_study(url: str, name: str, direction: str) -> optuna.Study:
     return study
 
 
+def _create_sqlite_storage(path: Path) -> None:
+    """Create the SQLite study storage at ``path`` whole or not at all: its tables are made
+    in a file beside it, moved into place once complete. (Made in place, a disk filling
+    up midway left a storage without the unique index on study names, where every later
+    sweep added a copy of its study and failed.)"""
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
+    try:
+        optuna.storages.RDBStorage(f"{SQLITE}{partial}")
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _load_or_create_study(url: str, name: str, direction: str) -> optuna.Study:
+    """Study ``name`` in the storage at ``url``, created if it has none (under the storage's
+    lock). It is looked up first rather than left to ``create_study(load_if_exists=True)``,
+    which counts on the storage's unique index on study names: in a storage an older
+    version left half-made, without it, every sweep added a copy of its study and failed.
+    Such copies are one line saying how to start afresh."""
+    storage = _storage(url)
+    copies = optuna.study.get_all_study_names(storage).count(name)
+    if copies > 1:
+        path = sqlite_path(url)
+        aside = f"mv {path} {path}.broken" if path else "drop its tables"
+        raise ConfigError(
+            f"hydra.sweeper.storage={url}: study {name} is in it {copies} times (the storage "
+            "was left half-made, without its unique study names: a disk that filled up while "
+            "an older version created it); set it aside and run again, a new study starts: "
+            f"{aside}"
+        )
+    if copies:
+        return optuna.load_study(study_name=name, storage=storage)
+    return optuna.create_study(study_name=name, storage=storage, direction=direction)
+
+
 @functools.cache
-def _storage(url: str) -> str | optuna.storages.RDBStorage:
+def _storage(url: str) -> optuna.storages.RDBStorage:
     """The storage at ``url``, one per process (every trial's job under the basic launcher
     reuses the sweeper's); a SQLite one waits :data:`SQLITE_TIMEOUT_S` for a lock held by
     another process (sweepers and their jobs write to it at once)."""
     if sqlite_path(url) is None:
-        return url
+        return optuna.storages.RDBStorage(url)
     return optuna.storages.RDBStorage(
         url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
     )

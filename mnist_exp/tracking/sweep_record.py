@@ -156,8 +156,10 @@ class SweepRecorder:
         """The child runs, oldest first, as leaderboard entries keeping the params for
         which ``is_config_param`` holds; with ``one_per_config`` (a resumed grid sweep
         re-runs its failed jobs), of the runs of one config only the one that finished,
-        else the latest."""
-        children = self._children(_client(self.uri))
+        else the latest. Read when the sweep's jobs are over: a child still RUNNING (its
+        process was killed: a worker, or the sweeper of an earlier attempt) is ended
+        KILLED first, so that the leaderboard says how it ended."""
+        children = self._closed_children(_client(self.uri))
         return [
             JobResult(
                 run_id=run.info.run_id,
@@ -221,11 +223,18 @@ class SweepRecorder:
         """End the parent with ``status``; a child still marked RUNNING (its worker was
         killed) is ended KILLED, since its sweep is over."""
         client = _client(self.uri)
-        for child in self._children(client):
-            if child.info.status == "RUNNING":
-                client.set_terminated(child.info.run_id, "KILLED")
+        self._closed_children(client)
         client.set_terminated(self.run_id, status)
         _open_parents.pop(self.run_id, None)
+
+    def _closed_children(self, client: MlflowClient) -> list[Run]:
+        """The parent's child runs, oldest first, each one still RUNNING ended KILLED
+        first (called once the sweep's jobs are over: no child runs any more)."""
+        children = self._children(client)
+        running = [child.info.run_id for child in children if child.info.status == "RUNNING"]
+        for run_id in running:
+            client.set_terminated(run_id, "KILLED")
+        return self._children(client) if running else children
 
     def _children(self, client: MlflowClient) -> list[Run]:
         """The parent's child runs, oldest first."""

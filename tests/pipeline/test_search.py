@@ -1,12 +1,15 @@
-"""The Optuna sweeper (hydra/sweeper=optuna): its search space, its persistent study shared
-and continued, and whole sweeps through the CLI (tiny data, in subprocesses)."""
+"""The Optuna sweeper (hydra/sweeper=optuna): its search space (checked against the schema
+before any run), its persistent study shared and continued (its storage made whole), and
+whole sweeps through the CLI (tiny data, in subprocesses; bad settings in-process)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import socket
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +24,7 @@ from conftest import (
     answers,
     finish,
     free_port,
+    in_process,
     interrupt_during_training,
     run_cli,
     start,
@@ -28,10 +32,14 @@ from conftest import (
     wait_for_line,
     wait_until,
 )
+from hydra import initialize_config_module
 from hydra.core.utils import JobReturn, JobStatus
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
+from mnist_exp.cli.run import main as run_main
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.pipeline import search
 from mnist_exp.pipeline.search import SearchSettings
@@ -89,6 +97,8 @@ def test_search_space_syntax_of_the_old_plugin():
             "d=range(1, 7, 2)",
             "e=1,2",
             "f=interval(1, 8)",
+            "i=int(interval(1, 8))",
+            "j=tag(log, int(interval(1, 64)))",
             "g=3",
             "h=choice(1, 2)",
             "h=4",  # given again: replaces the first
@@ -101,6 +111,8 @@ def test_search_space_syntax_of_the_old_plugin():
         "d": IntDistribution(1, 5, step=2),
         "e": CategoricalDistribution([1, 2]),
         "f": FloatDistribution(1.0, 8.0),  # Hydra parses an interval's bounds as floats
+        "i": IntDistribution(1, 8),  # as hydra-optuna-sweeper reads int(interval(...))
+        "j": IntDistribution(1, 64, log=True),
     }
     assert space.fixed == {"g": "3", "h": "4"}
 
@@ -109,6 +121,25 @@ def test_search_space_syntax_of_the_old_plugin():
 def test_a_bad_search_space_is_a_config_error(argument):
     with pytest.raises(ConfigError):
         search.parse_search_space([argument])
+
+
+@pytest.mark.parametrize(
+    "argument",
+    [
+        "seed=range(1,3,0)",
+        "seed=range(7,1,-2)",
+        "seed=range(2,2)",
+        "seed=range(0.5,1,0)",
+        "seed=shuffle(range(3,1))",
+    ],
+)
+def test_a_range_that_gives_nothing_in_order_is_one_line_saying_what_is_allowed(argument):
+    with pytest.raises(ConfigError) as raised:
+        search.parse_search_space([argument])
+    assert str(raised.value) == (
+        f"{argument}: bad search space: range(start, stop[, step]) needs a step > 0 and a "
+        "stop above the start (the stop is excluded: range(1, 4) gives 1, 2, 3)"
+    )
 
 
 def test_the_study_lives_beside_a_sqlite_store_else_needs_a_url(tmp_path):
@@ -244,6 +275,11 @@ def test_a_study_stopped_by_ctrl_c_and_sigkill_is_continued_to_exactly_n_trials(
     assert again.info.status == "FINISHED"
     statuses = sorted(r.info.status for r in store.sweep_children())
     assert statuses == ["FINISHED"] * 2 + ["KILLED"] * 2  # the crashed one's closed too
+    # ... before the leaderboards (the terminal's, the parent's) list it: KILLED, as it ended.
+    board = store.client().download_artifacts(parent.info.run_id, "leaderboard.md", tmp_path)
+    for listed in (done.stdout, Path(board).read_text()):
+        assert "RUNNING" not in listed
+        assert listed.count("KILLED") == 2, listed
     kids = [r for r in store.sweep_children() if r.info.status == "FINISHED"]
     assert sorted(int(kid.data.tags["sweep.trial"]) for kid in kids) == [t.number for t in complete]
     assert sorted(t.value for t in complete) == sorted(
@@ -278,28 +314,136 @@ def test_the_default_study_name_follows_the_search_not_the_order_of_overrides():
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("hydra.sweeper.sampler=nope", "error: hydra.sweeper.sampler=nope: no such sampler; "),
-        ("model.dropout=interval(0.5,0.1)", "error: model.dropout=interval(0.5,0.1): bad search"),
-        ("hydra.sweeper.storage=nosuch://x", "error: hydra.sweeper.storage=nosuch://x: cannot"),
-        ("hydra.sweeper.pruner=nope", "error: hydra.sweeper.pruner=nope: no such pruner; "),
+        ("hydra.sweeper.sampler=nope", "hydra.sweeper.sampler=nope: no such sampler; "),
+        ("model.dropout=interval(0.5,0.1)", "model.dropout=interval(0.5,0.1): bad search"),
+        ("hydra.sweeper.storage=nosuch://x", "hydra.sweeper.storage=nosuch://x: cannot"),
+        ("hydra.sweeper.pruner=nope", "hydra.sweeper.pruner=nope: no such pruner; "),
+        # The lock file beside the storage cannot be made: the storage's key, not the store's.
+        (
+            "hydra.sweeper.storage=sqlite:////proc/optuna.db",
+            "hydra.sweeper.storage=sqlite:////proc/optuna.db: cannot write beside the store (",
+        ),
+        ("seed=range(1,3,0)", "seed=range(1,3,0): bad search space: range(start, stop[, step])"),
+        # Every value the space can give is checked against the schema (types and ranges).
+        (
+            "train.epochs=interval(1,3)",
+            "train.epochs=interval(1,3): bad search space: train.epochs=1.0 is not allowed; "
+            "expected an integer >= 1; int(interval(1,3)) samples integers",
+        ),
+        (
+            "train.batch_size=choice(32,0)",
+            "train.batch_size=choice(32,0): bad search space: train.batch_size=0 is not allowed",
+        ),
+        (
+            "model.dropout=interval(0.2,1.0)",
+            "model.dropout=interval(0.2,1.0): bad search space: model.dropout=1.0 is not allowed; "
+            "expected a number >= 0 and < 1",
+        ),
+        (
+            "model.dropot=interval(0,0.5)",
+            "model.dropot=interval(0,0.5): bad search space: model.dropot: unknown key; ",
+        ),
+        (
+            "optimizer=choice(adam,nope)",
+            "optimizer=choice(adam,nope): bad search space: optimizer=nope: no such option; ",
+        ),
+        (  # adam (the default optimizer) has no momentum
+            "optimizer.momentum=interval(0,0.9)",
+            "optimizer.momentum=interval(0,0.9): bad search space: optimizer.momentum: unknown key",
+        ),
     ],
 )
 def test_bad_sweeper_settings_are_one_line_exit_2_before_any_run(tmp_path, override, expected):
-    done = run_cli(
+    done = in_process(
+        run_main,
         [
             "-m",
             "+sweep=optuna_mlp",
+            "hydra.sweeper.n_trials=1",
+            f"data.path={tmp_path / 'none.npz'}",  # a space that slips through fails fast
             override,
             f"hydra.sweep.dir={tmp_path / 'sweep'}",
             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
         ],
-        cwd=tmp_path,
-        timeout=120,
     )
     assert done.returncode == 2, done.stderr
     (line,) = done.stderr.splitlines()
-    assert line.startswith(expected), line
-    assert not (tmp_path / "mlflow.db").exists()
+    assert line.startswith(f"error: {expected}"), line
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run, not even the store
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_every_value_of_a_good_space_passes_the_check():
+    space = search.parse_search_space(
+        [
+            "+sweep=optuna_mlp",
+            "train.epochs=int(interval(1,2))",
+            "train.batch_size=tag(log, int(interval(16,256)))",
+            "optimizer=choice(sgd,rmsprop)",
+            "optimizer.momentum=interval(0,0.9)",  # both optimizers have it
+            "seed=range(1,4)",
+        ]
+    )
+    with initialize_config_module("mnist_exp.conf", version_base="1.3"):
+        search.check_search_space(space, "config")  # raises nothing
+
+
+def _full_disk(connection: sqlite3.Connection, _: object) -> None:
+    """A SQLite connection's disk full after 2 pages: room for Optuna's first table only."""
+    connection.execute("PRAGMA max_page_count = 2")
+
+
+def test_a_storage_the_disk_fills_up_while_it_is_made_is_left_unmade(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    event.listen(Engine, "connect", _full_disk)
+    try:
+        with pytest.raises(ConfigError, match=r"cannot open the study storage .*disk is full"):
+            search._open_study(url, "s", "maximize")
+    finally:
+        event.remove(Engine, "connect", _full_disk)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["optuna.db.lock"]  # nothing half-made
+    for _ in range(3):  # with room again: made whole, then continued
+        study = search._open_study(url, "s", "maximize")
+        study.add_trial(optuna.trial.create_trial(value=0.5))
+    assert optuna.study.get_all_study_names(url) == ["s"]
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 3
+
+
+def test_a_storage_half_made_by_an_older_version_is_continued_without_copies(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    event.listen(Engine, "connect", _full_disk)
+    try:
+        with pytest.raises(Exception, match="disk is full"):
+            optuna.storages.RDBStorage(url)  # made in place: no unique index on study names
+    finally:
+        event.remove(Engine, "connect", _full_disk)
+    study = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    for _ in range(3):
+        assert len(search._open_study(url, "s", "maximize").trials) == 1
+    assert optuna.study.get_all_study_names(url) == ["s"]  # no copy of the study added
+
+
+def test_copies_of_a_study_in_a_half_made_storage_are_one_line_with_the_fix(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    event.listen(Engine, "connect", _full_disk)
+    try:
+        with pytest.raises(Exception, match="disk is full"):
+            optuna.storages.RDBStorage(url)
+    finally:
+        event.remove(Engine, "connect", _full_disk)
+    for _ in range(2):  # as older versions did: the second adds a copy, then fails
+        with contextlib.suppress(optuna.exceptions.StorageInternalError):
+            optuna.create_study(study_name="s", storage=url, load_if_exists=True)
+    path = tmp_path / "optuna.db"
+    with pytest.raises(ConfigError) as raised:
+        search._open_study(url, "s", "maximize")
+    assert str(raised.value) == (
+        f"hydra.sweeper.storage={url}: study s is in it 2 times (the storage was left "
+        "half-made, without its unique study names: a disk that filled up while an older "
+        f"version created it); set it aside and run again, a new study starts: mv {path} "
+        f"{path}.broken"
+    )
 
 
 class PruningLauncher(FakeLauncher):
