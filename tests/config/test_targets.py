@@ -228,8 +228,10 @@ def test_logging_classes_factories_and_ext_values_outside_logging_are_refused(tm
 
 @pytest.mark.slow
 def test_a_sweep_job_preset_is_checked_in_the_joblib_worker(tmp_path):
-    """A job's own config (here: an Optuna trial picking a preset) is composed in joblib's
-    worker process, which must check it too: the formatter would create ``victim``."""
+    """A job's own config (here: an Optuna trial picking a preset) is refused before any
+    job runs: the search-space check composes every choice in the launching process (and
+    joblib's worker process would check it too, see the next test); the formatter would
+    create ``victim``."""
     victim = tmp_path / "victim"
     preset = file_opening_formatter(victim)
     shared = config_dir(tmp_path, {"experiment/evil.yaml": preset})
@@ -254,7 +256,8 @@ def test_a_sweep_job_preset_is_checked_in_the_joblib_worker(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert done.returncode == 2, done.stderr
     assert errors == [
-        "error: hydra.job_logging.formatters.simple.class=logging.FileHandler: not allowed; "
+        "error: experiment=choice(evil): bad search space: "
+        "hydra.job_logging.formatters.simple.class=logging.FileHandler: not allowed; "
         "allowed classes: logging.Formatter"
     ], done.stderr
     assert "Traceback" not in done.stderr
