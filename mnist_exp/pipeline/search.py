@@ -400,6 +400,15 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
     )
 
 
+def _trial_id(url: str, study_name: str, number: int) -> int:
+    """The storage's id of trial ``number`` of study ``study_name``: how a running trial is
+    reopened in another process (a job), through the public methods of the storage this
+    process opened (Optuna keeps a study's own storage and ids private)."""
+    storage = _storage(url)
+    study_id = storage.get_study_id_from_name(study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
 def _sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
     """The sampler called ``name`` (one of :data:`SAMPLERS`)."""
     if name == "random":
@@ -430,9 +439,7 @@ def trial_pruning() -> Callable[[float, int, bool], bool] | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pruner = _pruner(os.environ.get(PRUNER_ENV, "none"))
     study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner)
-    # Optuna has no public way to reopen a running trial by number in another process.
-    trial_id = study._storage.get_trial_id_from_study_id_trial_number(study._study_id, int(number))
-    trial = optuna.Trial(study, trial_id)
+    trial = optuna.Trial(study, _trial_id(storage, name, int(number)))
 
     def should_stop(value: float, epoch: int, last: bool) -> bool:
         trial.report(value, epoch)
@@ -584,7 +591,8 @@ class Search:
         """Tell the study how ``trial``'s job ended; True if it completed with a score."""
         value = _objective(ret)
         # Read from the storage: the job (another process) may have set it.
-        attrs = self.study._storage.get_trial_user_attrs(trial._trial_id)
+        trial_id = _trial_id(self.storage_url, self.study.study_name, trial.number)
+        attrs = _storage(self.storage_url).get_trial_user_attrs(trial_id)
         if value is not None and PRUNED_ATTR in attrs:
             self.study.tell(trial, state=TrialState.PRUNED)
             return True
