@@ -633,3 +633,17 @@ def test_a_preset_that_is_not_yaml_is_one_line_naming_the_file(tmp_path):
         f"error: {shared / 'experiment' / 'x.yaml'}:3:1: not valid YAML: expected ',' or ']', "
         "but got '<stream end>' (while parsing a flow sequence at line 2, column 12)"
     )
+
+
+def test_hydra_still_loads_configs_through_the_class_the_check_replaces():
+    """targets.install swaps Hydra's private ConfigLoaderImpl (no public hook sees every
+    composed config first): fail loudly, naming Hydra, the day a release moves it."""
+    import hydra
+    import hydra._internal.hydra as hydra_module
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    moved = f"Hydra {hydra.__version__} moved its config loader: update mnist_exp.config.targets"
+    assert hasattr(hydra_module, "ConfigLoaderImpl"), moved
+    assert callable(getattr(ConfigLoaderImpl, "load_configuration", None)), moved
+    targets.install()
+    assert hydra_module.ConfigLoaderImpl is targets.CheckingConfigLoader, moved
