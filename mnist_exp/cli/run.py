@@ -22,7 +22,7 @@ from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.data.splits import load_splits
 from mnist_exp.errors import EXIT_RUN_FAILED, RunFailed, exit_with_error
 from mnist_exp.pipeline.resume import load_resume
-from mnist_exp.pipeline.sweep import finished_job
+from mnist_exp.pipeline.sweep import SweepContext, finished_job
 from mnist_exp.tracking.preflight import check_model_fits, check_store
 from mnist_exp.tracking.sweep_record import end_open_sweeps
 from mnist_exp.training.devices import select_backend
@@ -77,7 +77,9 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         from mnist_exp.pipeline.rerun import load_rerun
 
         typed, rerun_of = load_rerun(typed.rerun, typed, list(hydra_cfg.overrides.task))
-    if in_sweep and (done := finished_job(typed)) is not None:
+    # A sweep's jobs learn their sweep from their environment (hydra.job.env_set): read once.
+    context = SweepContext.from_environment(os.environ) if in_sweep else SweepContext()
+    if in_sweep and (done := finished_job(typed, context)) is not None:
         run_id, objective = done  # a continued sweep: this config finished already
         print(f"sweep job {hydra_cfg.job.num}: skipped, run {run_id} finished this config")
         return objective
@@ -95,6 +97,7 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         output_dir=hydra_cfg.runtime.output_dir,
         parallel_jobs=parallel_jobs,
         rerun_of=rerun_of,
+        context=context,
     )
     return run_one(typed, splits, job, resume_from)
 

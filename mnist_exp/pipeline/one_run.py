@@ -18,11 +18,10 @@ from mnist_exp.pipeline.rerun import announce_rerun, metrics_comparison
 from mnist_exp.pipeline.sweep import (
     JOB_NUM_TAG,
     PARAM_COUNT_KEYS,
+    SweepContext,
     config_digest,
     job_run_name,
     override_value,
-    sweep_parent_run,
-    sweep_trial,
 )
 from mnist_exp.results.metric_names import OBJECTIVE, TIME
 from mnist_exp.results.summary import job_summary, run_summary
@@ -52,6 +51,7 @@ class JobInfo:
     output_dir: str | None = None
     parallel_jobs: int = 1  # jobs running at once on this machine (joblib or Ray launcher)
     rerun_of: RunDetails | None = None  # the recorded run this one reruns (rerun=)
+    context: SweepContext = field(default_factory=SweepContext)  # its sweep's, in a sweep
 
 
 def run_one(
@@ -63,7 +63,7 @@ def run_one(
     With ``resume_from``, the interrupted run is reopened (its params stay as logged) and
     training continues from the checkpoint's epoch.
     """
-    run_name = cfg.tracking.run_name or job_run_name(job.overrides, job.job_num)
+    run_name = cfg.tracking.run_name or job_run_name(job.overrides, job.job_num, job.context)
     with _recorded_run(cfg, splits, job, run_name, resume_from) as recorder:
         try:
             runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
@@ -133,7 +133,7 @@ def _recorded_run(
         with RunRecorder.resume(cfg.tracking, resume_from.run_id) as recorder:
             yield recorder
         return
-    parent_run_id = sweep_parent_run() if job.sweep else None
+    parent_run_id = job.context.parent_run_id if job.sweep else None
     with RunRecorder.start(
         cfg.tracking, run_name, _tags(cfg, splits, job), parent_run_id
     ) as recorder:
@@ -183,7 +183,7 @@ def _train(
         folder = checkpoint_folder(job.output_dir) if job.output_dir else None
     if cfg.train.checkpoint and folder is not None:
         callbacks.append(save_checkpoints(model, folder, recorder.run_id, resume_from))
-    pruning = _trial_pruning() if job.sweep else None
+    pruning = _trial_pruning(job.context) if job.sweep else None
     if pruning is not None:
         callbacks.append(pruning)
     fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
@@ -194,14 +194,14 @@ def _train(
     return fitted
 
 
-def _trial_pruning() -> StopWhenTold | None:
+def _trial_pruning(context: SweepContext) -> StopWhenTold | None:
     """In an Optuna trial's job: the callback that reports each epoch to the study and
     stops a trial its pruner prunes (Optuna is imported only then)."""
-    if sweep_trial() is None:
+    if context.trial is None:
         return None
     from mnist_exp.pipeline.search import trial_pruning
 
-    should_stop = trial_pruning()
+    should_stop = trial_pruning(context)
     return None if should_stop is None else StopWhenTold(should_stop)
 
 
@@ -217,8 +217,8 @@ def _tags(cfg: DictConfig, splits: Splits, job: JobInfo) -> dict[str, str]:
         tags["sweep"] = job.sweep
         tags[JOB_NUM_TAG] = str(job.job_num)
         tags[DIGEST_TAG] = config_digest(cfg)
-        if (trial := sweep_trial()) is not None:
-            tags["sweep.trial"] = trial
+        if job.context.trial is not None:
+            tags["sweep.trial"] = job.context.trial
     if job.output_dir:
         tags["output_dir"] = job.output_dir
     return tags

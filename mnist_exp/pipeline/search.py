@@ -65,7 +65,15 @@ from optuna.trial import TrialState
 from mnist_exp.config.schema import ConfigError, validate
 from mnist_exp.errors import EXIT_RUN_FAILED, describe_hydra_error, exit_with_error
 from mnist_exp.interrupts import deferred
-from mnist_exp.pipeline.sweep import TRIAL_ENV, quoted, sweep_trial, text_digest
+from mnist_exp.pipeline.sweep import (
+    PRUNER_ENV,
+    STORAGE_ENV,
+    STUDY_ENV,
+    TRIAL_ENV,
+    SweepContext,
+    quoted,
+    text_digest,
+)
 from mnist_exp.tracking.owner import owner_alive, owner_tags
 from mnist_exp.tracking.store import SQLITE, StoreError, sqlite_path, store_lock
 
@@ -85,9 +93,6 @@ RANGE_RULE = (
     "(the stop is excluded: range(1, 4) gives 1, 2, 3)"
 )
 # Set in every trial's job beside TRIAL_ENV, so that it can report its epochs to the study.
-STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"
-STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"
-PRUNER_ENV = "MNIST_EXP_OPTUNA_PRUNER"
 
 
 @dataclass(frozen=True)
@@ -427,17 +432,17 @@ def _pruner(name: str) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def trial_pruning() -> Callable[[float, int, bool], bool] | None:
-    """In an Optuna trial's job: a function that reports an epoch's validation accuracy
-    to the trial and says whether the pruner stops it (and if so notes the epoch on the
-    trial, for the sweeper to tell the study it was pruned). After the last epoch there
-    is nothing left to save: the trial completes with its value. None outside such a job."""
-    number = sweep_trial()
-    storage, name = os.environ.get(STORAGE_ENV), os.environ.get(STUDY_ENV)
+def trial_pruning(context: SweepContext) -> Callable[[float, int, bool], bool] | None:
+    """In an Optuna trial's job (``context``): a function that reports an epoch's
+    validation accuracy to the trial and says whether the pruner stops it (and if so notes
+    the epoch on the trial, for the sweeper to tell the study it was pruned). After the
+    last epoch there is nothing left to save: the trial completes with its value. None
+    outside such a job."""
+    number, storage, name = context.trial, context.study_storage, context.study_name
     if number is None or not storage or not name:
         return None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    pruner = _pruner(os.environ.get(PRUNER_ENV, "none"))
+    pruner = _pruner(context.pruner)
     study = optuna.load_study(study_name=name, storage=_storage(storage), pruner=pruner)
     trial = optuna.Trial(study, _trial_id(storage, name, int(number)))
 

@@ -37,6 +37,7 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -71,10 +72,15 @@ if TYPE_CHECKING:
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
+# What a sweep tells each of its jobs, through hydra.job.env_set (any launcher, any
+# process); read once, where a job starts, into a SweepContext.
 PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
 TRIAL_ENV = "MNIST_EXP_OPTUNA_TRIAL"  # set in every job of an Optuna sweep: its trial number
 RESUMED_ENV = "MNIST_EXP_SWEEP_RESUMED"  # set in every job of a grid sweep whose parent is reused
 VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys it varies
+STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"  # an Optuna sweep's study: its storage URL,
+STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"  # its name,
+PRUNER_ENV = "MNIST_EXP_OPTUNA_PRUNER"  # and its pruner
 # How run names write a few long keys (otherwise the key's last part: model.dropout -> dropout).
 SHORT_KEYS = {"learning_rate": "lr", "hidden_units": "units", "batch_size": "batch"}
 RERUN_IN_SWEEP = "rerun: one run at a time (not with -m); sweep its key instead"
@@ -95,6 +101,35 @@ class ProgressSource:
     started_ms: int  # this attempt's start; children started before it are earlier ones'
     total: int  # jobs in the whole sweep (see sweep_size)
     launcher_pid: int  # the launching process: only it keeps a live line on a terminal
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    """What a job knows of the sweep it belongs to: read once from the environment the
+    launcher gave it (:meth:`from_environment`, where the job starts) and passed down.
+    Outside a sweep every field is empty."""
+
+    parent_run_id: str | None = None  # the sweep's MLflow parent run
+    varies: tuple[str, ...] | None = None  # the keys the sweep varies (None: no sweep)
+    resumed: bool = False  # a continued grid: a finished config is skipped
+    trial: str | None = None  # an Optuna trial's number
+    study_storage: str | None = None  # where the trial's study is
+    study_name: str | None = None
+    pruner: str = "none"
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> SweepContext:
+        """The context a sweep passed its job in ``env`` (``hydra.job.env_set``)."""
+        varies = env.get(VARIES_ENV)
+        return cls(
+            parent_run_id=env.get(PARENT_RUN_ENV) or None,
+            varies=None if varies is None else tuple(k for k in varies.split(",") if k),
+            resumed=bool(env.get(RESUMED_ENV)),
+            trial=env.get(TRIAL_ENV) or None,
+            study_storage=env.get(STORAGE_ENV) or None,
+            study_name=env.get(STUDY_ENV) or None,
+            pruner=env.get(PRUNER_ENV) or "none",
+        )
 
 
 class SweepCallback(Callback):
@@ -275,16 +310,6 @@ def sweep_size(config: DictConfig) -> int:
     return int(config.hydra.sweeper.n_trials)
 
 
-def sweep_parent_run() -> str | None:
-    """The parent run id of the sweep this job belongs to (None outside a sweep)."""
-    return os.environ.get(PARENT_RUN_ENV) or None
-
-
-def sweep_trial() -> str | None:
-    """The Optuna trial number this job runs (None outside an Optuna sweep)."""
-    return os.environ.get(TRIAL_ENV) or None
-
-
 def swept_keys(config: DictConfig) -> list[str]:
     """The config keys a multirun varies: those given a sweep (``a,b``, ``choice(...)``,
     ``interval(...)``, ...) in the sweeper's params or on the command line, in that order;
@@ -293,19 +318,20 @@ def swept_keys(config: DictConfig) -> list[str]:
     return [key for key, override in last.items() if override.is_sweep_override()]
 
 
-def job_run_name(overrides: list[str], job_num: int | None) -> str | None:
+def job_run_name(
+    overrides: list[str], job_num: int | None, context: SweepContext
+) -> str | None:
     """A sweep job's run name, from the values of the keys its sweep varies (see
     :func:`swept_keys`): ``dropout=0.5 lr=3e-4``, or ``trial 7: dropout=0.312 lr=0.00123``
     in an Optuna study (3 significant digits), ``job N`` when nothing varies. None outside
     a sweep."""
-    varies = os.environ.get(VARIES_ENV)
-    if varies is None:
+    if context.varies is None:
         return None
-    keys = [key for key in varies.split(",") if key]
+    keys = list(context.varies)
     pairs = (o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
     values = {key.split("@", 1)[0]: value for key, value in pairs}  # group@package=option
     names = _short_keys(keys)
-    trial = sweep_trial()
+    trial = context.trial
     label = " ".join(
         f"{names[key]}={short_number(values[key], 3) if trial else values[key]}"
         for key in keys
@@ -364,14 +390,13 @@ def text_digest(text: str, length: int = 16) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def finished_job(cfg: DictConfig) -> tuple[str, float] | None:
+def finished_job(cfg: DictConfig, context: SweepContext) -> tuple[str, float] | None:
     """In a job of a continued grid sweep: the child run that already FINISHED this
     job's config ``cfg`` (validated), as its run id and validation accuracy; None
     otherwise (not a continued sweep, or the config has no finished run)."""
-    parent_run_id = sweep_parent_run()
-    if not os.environ.get(RESUMED_ENV) or parent_run_id is None:
+    if not context.resumed or context.parent_run_id is None:
         return None
-    return finished_child(str(cfg.tracking.uri), parent_run_id, config_digest(cfg))
+    return finished_child(str(cfg.tracking.uri), context.parent_run_id, config_digest(cfg))
 
 
 def _is_swept_candidate(param: str) -> bool:

@@ -8,6 +8,7 @@ import contextlib
 import csv
 import dataclasses
 import json
+import os
 import socket
 import sqlite3
 import subprocess
@@ -43,7 +44,7 @@ from mnist_exp.cli.run import main as run_main
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.pipeline import search
 from mnist_exp.pipeline.search import SearchSettings
-from mnist_exp.pipeline.sweep import TRIAL_ENV
+from mnist_exp.pipeline.sweep import TRIAL_ENV, SweepContext
 
 SETTINGS = SearchSettings(
     params={"model.dropout": "interval(0.0, 0.5)"},
@@ -463,7 +464,7 @@ class PruningLauncher(FakeLauncher):
                 if override.startswith("++hydra.job.env_set."):
                     key, value = override.removeprefix("++hydra.job.env_set.").split("=", 1)
                     self.monkeypatch.setenv(key, value.strip("'"))
-            should_stop = search.trial_pruning()
+            should_stop = search.trial_pruning(SweepContext.from_environment(os.environ))
             assert should_stop is not None
             dropout = float(dict(o.split("=", 1) for o in overrides)["model.dropout"])
             epoch = next((e for e in (1, 2, 3) if should_stop(dropout, e, e == 3)), None)
@@ -492,9 +493,8 @@ def test_a_trial_behind_the_median_is_pruned_in_its_job_and_told_so(tmp_path, mo
     assert TrialState.PRUNED in {t.state for t in trials}
 
 
-def test_outside_an_optuna_trial_nothing_reports(monkeypatch):
-    monkeypatch.delenv("MNIST_EXP_OPTUNA_TRIAL", raising=False)
-    assert search.trial_pruning() is None
+def test_outside_an_optuna_trial_nothing_reports():
+    assert search.trial_pruning(SweepContext()) is None
 
 
 @pytest.mark.slow
@@ -638,7 +638,9 @@ def test_after_its_last_epoch_a_trial_completes_whatever_the_pruner_says(tmp_pat
     verdicts = []
     for last in (False, True):
         monkeypatch.setenv(TRIAL_ENV, str(study.ask().number))
-        verdicts.append(search.trial_pruning()(0.1, 1, last))
+        verdicts.append(
+            search.trial_pruning(SweepContext.from_environment(os.environ))(0.1, 1, last)
+        )
     assert verdicts == [True, False]  # pruned with epochs to go; after the last, complete
     assert [t.intermediate_values for t in study.get_trials()[5:]] == [{1: 0.1}, {1: 0.1}]
 

@@ -23,8 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.pipeline.sweep import (
+    PARENT_RUN_ENV,
+    PRUNER_ENV,
+    RESUMED_ENV,
+    STORAGE_ENV,
+    STUDY_ENV,
     TRIAL_ENV,
     VARIES_ENV,
+    SweepContext,
     config_digest,
     job_run_name,
     override_value,
@@ -298,15 +304,33 @@ def sweep_config(task: list[str], params: dict[str, str] | None = None) -> DictC
         ("model,seed", None, ["model@model=mlp", "seed=1"], "model=mlp seed=1"),
     ],
 )
-def test_a_sweep_job_is_named_by_the_values_its_sweep_varies(
-    monkeypatch, varies, trial, overrides, name
-):
-    monkeypatch.setenv(VARIES_ENV, varies)
-    if trial is None:
-        monkeypatch.delenv(TRIAL_ENV, raising=False)
-    else:
-        monkeypatch.setenv(TRIAL_ENV, trial)
-    assert job_run_name(overrides, 3) == name
+def test_a_sweep_job_is_named_by_the_values_its_sweep_varies(varies, trial, overrides, name):
+    env = {VARIES_ENV: varies, **({} if trial is None else {TRIAL_ENV: trial})}
+    assert job_run_name(overrides, 3, SweepContext.from_environment(env)) == name
+    assert job_run_name(overrides, 3, SweepContext()) is None  # not in a sweep
+
+
+def test_a_jobs_sweep_context_is_read_from_what_its_sweep_set():
+    env = {
+        PARENT_RUN_ENV: "abc",
+        VARIES_ENV: "model.dropout,seed",
+        RESUMED_ENV: "1",
+        TRIAL_ENV: "7",
+        STORAGE_ENV: "sqlite:///optuna.db",
+        STUDY_ENV: "s",
+        PRUNER_ENV: "median",
+        "UNRELATED": "x",
+    }
+    assert SweepContext.from_environment(env) == SweepContext(
+        parent_run_id="abc",
+        varies=("model.dropout", "seed"),
+        resumed=True,
+        trial="7",
+        study_storage="sqlite:///optuna.db",
+        study_name="s",
+        pruner="median",
+    )
+    assert SweepContext.from_environment({}) == SweepContext()
 
 
 @pytest.mark.parametrize(
