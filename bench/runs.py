@@ -6,7 +6,8 @@ The runs are made directly through MLflow's client, no training: each is shaped 
 real one (its config as typed params, a seed and a dropout that vary, per-epoch and
 final metrics, the tags a run carries), in a temporary SQLite store, 100 of them as the
 children of a sweep. Then, in this process with MLflow and pandas already imported,
-``load_runs`` of the whole experiment and of one filter; and whole processes of
+``load_runs`` of the whole experiment and of one filter, and for comparison MLflow's own
+paged ``search_runs`` of the same runs; and whole processes of
 ``python -m mnist_exp.runs ls`` (launch to exit, imports included), plain and grouped.
 Results go to ``bench/results/runs.json``.
 """
@@ -78,6 +79,20 @@ def make_store(uri: str, count: int) -> None:
         client.set_terminated(run.info.run_id)
 
 
+def mlflow_search(uri: str) -> int:
+    """Every run of experiment ``mnist`` through ``MlflowClient.search_runs``, a page of
+    1,000 at a time; how many."""
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("mnist").experiment_id
+    count, token = 0, None
+    while True:
+        page = client.search_runs([experiment], max_results=1000, page_token=token)
+        count += len(page)
+        token = page.token
+        if not token:
+            return count
+
+
 def seconds(action) -> float:
     """The median wall time of ``REPEATS`` calls of ``action``."""
     times = []
@@ -121,6 +136,8 @@ def main() -> None:
             "load_runs_where_seconds": seconds(
                 lambda: load_runs(uri, where=["model.dropout=0.3", "seed>1"])
             ),
+            # For comparison: the same runs through MLflow's own search, paged, in process.
+            "mlflow_search_runs_seconds": seconds(lambda: mlflow_search(uri)),
             "runs_ls_process_seconds": process_seconds(["ls", *store], Path(folder)),
             "runs_ls_group_by_process_seconds": process_seconds(
                 ["ls", *store, "--group-by", "model.dropout"], Path(folder)
