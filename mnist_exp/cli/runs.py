@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=default_tracking_uri(),
         help=f"the store (default: $MLFLOW_TRACKING_URI or {DEFAULT_STORE})",
     )
-    _add_listing(actions, store)
+    ls = actions.add_parser("ls", parents=[store], help="an experiment's training runs, newest")
+    _add_listing_options(ls)
     show = actions.add_parser("show", parents=[store], help="one run on one screen")
     show.add_argument("run_id", help="the run's id (or its first digits, as ls shows them)")
     diff = actions.add_parser(
@@ -76,11 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _add_listing(actions: argparse._SubParsersAction, store: argparse.ArgumentParser) -> None:
-    """The ``ls`` action and its options."""
-    ls = actions.add_parser(
-        "ls", parents=[store], help="an experiment's training runs, newest first"
-    )
+def _add_listing_options(ls: argparse.ArgumentParser) -> None:
+    """The options of the ``ls`` action."""
     ls.add_argument("--experiment", default="mnist", help="the MLflow experiment (mnist)")
     ls.add_argument(
         "--where",
