@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=default_tracking_uri(),
         help=f"the store (default: $MLFLOW_TRACKING_URI or {DEFAULT_STORE})",
     )
-    ls = actions.add_parser("ls", parents=[store], help="an experiment's training runs, newest")
+    ls = actions.add_parser("ls", parents=[store], help="your training runs, newest first")
     _add_listing_options(ls)
     show = actions.add_parser("show", parents=[store], help="one run on one screen")
     show.add_argument("run_id", help="the run's id (or its first digits, as ls shows them)")
