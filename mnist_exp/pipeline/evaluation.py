@@ -52,6 +52,7 @@ def _evaluate(cfg: DictConfig, splits: Splits, data_tags: dict[str, str]) -> flo
     its own if asked, tagged with ``data_tags`` (whose data it is)."""
     from mnist_exp.tracking.model_loading import load_model_from_store
     from mnist_exp.tracking.recorder import RunRecorder
+    from mnist_exp.tracking.run_table import KIND_TAG
 
     uri = evaluated_model(cfg)
     # Only the project's own format loads, in Keras safe mode.
@@ -62,7 +63,7 @@ def _evaluate(cfg: DictConfig, splits: Splits, data_tags: dict[str, str]) -> flo
         tags = {
             **splits.tags(),
             **data_tags,
-            "mnist_exp.kind": "evaluation",
+            KIND_TAG: "evaluation",
             "evaluated_model": uri,
         }
         with RunRecorder.start(cfg.tracking, f"evaluate {uri}", tags) as recorder:
