@@ -20,11 +20,11 @@ $(VENV)/.installed: pyproject.toml
 run: install
 	$(BIN)/python -m mnist_exp.run $(ARGS)
 
-## make test: the whole test suite, one worker per core plus one (offline, about 10 minutes on 2 cores)
+## make test: the whole test suite, one worker per core plus one (offline, about 13 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest $(ARGS)
 
-## make test-fast: everything not marked slow (still real, tiny training), about 75 s on 2 cores
+## make test-fast: everything not marked slow (still real, tiny training), about 110 s on 2 cores
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
