@@ -33,7 +33,7 @@ from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
 from mnist_exp.training.checkpoint import (
     Checkpoint,
     checkpoint_folder,
-    save_checkpoints,
+    checkpoint_writer,
     saved_epoch,
 )
 from mnist_exp.training.fit import EpochMetricsCallback, FitResult, StopWhenTold, fit
@@ -173,16 +173,19 @@ def _train(
 ) -> FitResult:
     """Fit, logging every epoch's metrics and checkpointing after it (if on and there is a
     folder for it); log the objective and where the time went."""
-    clock = EpochMetricsCallback(
-        recorder.log_epoch, log_learning_rate=cfg.optimizer.schedule != "constant"
-    )
-    callbacks: list[keras.callbacks.Callback] = [clock]
     if resume_from is not None:
         folder = resume_from.folder
     else:
         folder = checkpoint_folder(job.output_dir) if job.output_dir else None
+    checkpoint = None
     if cfg.train.checkpoint and folder is not None:
-        callbacks.append(save_checkpoints(model, folder, recorder.run_id, resume_from))
+        checkpoint = checkpoint_writer(model, folder, recorder.run_id, resume_from)
+    clock = EpochMetricsCallback(
+        recorder.log_epoch,
+        log_learning_rate=cfg.optimizer.schedule != "constant",
+        write_with=checkpoint,  # logged and checkpointed together, or neither
+    )
+    callbacks: list[keras.callbacks.Callback] = [clock]
     pruning = _trial_pruning(job.context) if job.sweep else None
     if pruning is not None:
         callbacks.append(pruning)

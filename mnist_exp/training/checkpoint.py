@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,14 +125,12 @@ class _CheckpointWriter:
         os.replace(partial_state, self.folder / STATE_FILE)
 
 
-def save_checkpoints(
+def checkpoint_writer(
     model: keras.Model, folder: Path, run_id: str, resume_from: Checkpoint | None = None
-) -> keras.callbacks.Callback:
-    """A Keras callback that atomically replaces ``model``'s checkpoint in ``folder`` after
-    every epoch, for the MLflow run ``run_id`` (continuing ``resume_from``'s history)."""
-    import keras
-
+) -> Callable[[int, dict | None], None]:
+    """A function ``(epoch, logs)`` that atomically replaces ``model``'s checkpoint in
+    ``folder`` after an epoch, for the MLflow run ``run_id`` (continuing ``resume_from``'s
+    history); :class:`mnist_exp.training.fit.EpochMetricsCallback` calls it together with
+    the epoch's logging."""
     writer = _CheckpointWriter(folder, run_id, resume_from)
-    return keras.callbacks.LambdaCallback(
-        on_epoch_end=lambda epoch, logs=None: writer.write(model, epoch, logs)
-    )
+    return lambda epoch, logs: writer.write(model, epoch, logs)

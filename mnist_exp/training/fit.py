@@ -110,14 +110,23 @@ class EpochMetricsCallback(keras.callbacks.Callback):
     """Passes each epoch's Keras logs, its duration (``seconds``) and, if
     ``log_learning_rate`` (a schedule changes it), the optimizer's learning rate to
     ``log_metrics(metrics, step)``, step = epoch (from 1), and keeps the clock: when
-    training started and how long the logging took."""
+    training started and how long the logging took.
+
+    ``write_with(epoch, logs)`` (the checkpoint) is written in the same stretch with
+    interrupts held: a Ctrl-C waits until the epoch is both logged and checkpointed, so a
+    resumed run never trains and logs an epoch again that the store already has.
+    """
 
     def __init__(
-        self, log_metrics: Callable[[dict[str, float], int], None], log_learning_rate: bool
+        self,
+        log_metrics: Callable[[dict[str, float], int], None],
+        log_learning_rate: bool,
+        write_with: Callable[[int, dict | None], None] | None = None,
     ) -> None:
         super().__init__()
         self.log_metrics = log_metrics
         self.log_learning_rate = log_learning_rate
+        self.write_with = write_with
         self.started_at: float | None = None  # perf_counter() when fit began
         self.epoch_started_at = 0.0  # perf_counter() when the current epoch began
         self.logging_seconds: list[float] = []
@@ -139,8 +148,11 @@ class EpochMetricsCallback(keras.callbacks.Callback):
         if self.log_learning_rate:
             rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
             metrics["learning_rate"] = float32_value(rate)  # reached at the end of the epoch
-        self.log_metrics(metrics, epoch + 1)
-        self.logging_seconds.append(time.perf_counter() - start)
+        with interrupts.deferred():
+            self.log_metrics(metrics, epoch + 1)
+            self.logging_seconds.append(time.perf_counter() - start)
+            if self.write_with is not None:
+                self.write_with(epoch, logs)
 
     def timings(self) -> dict[str, float]:
         """Where the time went, in seconds (to 0.1 ms) (the names of
