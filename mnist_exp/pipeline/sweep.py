@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
 OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
 # What a sweep tells each of its jobs, through hydra.job.env_set (any launcher, any
 # process); read once, where a job starts, into a SweepContext.
@@ -164,7 +163,7 @@ class SweepCallback(Callback):
             fingerprint = None
             if search is not None:
                 earlier = search.parent_run_id()
-            elif config.hydra.sweeper._target_ == BASIC_SWEEPER:
+            elif is_grid(config):
                 fingerprint = sweep_fingerprint(config)
                 earlier = (
                     None
@@ -227,7 +226,7 @@ class SweepCallback(Callback):
         """Rank the children, log and print the leaderboard, tag the best child, close up."""
         _live_line.close()  # the leaderboard starts on a line of its own
         # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
-        grid = config.hydra.sweeper._target_ == BASIC_SWEEPER
+        grid = is_grid(config)
         for parent in open_sweeps():
             results = parent.child_results(_is_swept_candidate, one_per_config=grid)
             board = Leaderboard.from_results(results)
@@ -305,9 +304,15 @@ def read_progress(source: ProgressSource) -> SweepProgress | None:
 def sweep_size(config: DictConfig) -> int:
     """How many jobs the multirun ``config`` runs in all: a grid's combinations, an
     Optuna study's ``n_trials`` (earlier runs' trials included)."""
-    if config.hydra.sweeper._target_ == BASIC_SWEEPER:
+    if is_grid(config):
         return len(_grid_jobs(config))
     return int(config.hydra.sweeper.n_trials)
+
+
+def is_grid(config: DictConfig) -> bool:
+    """Whether the multirun ``config`` is a grid: Hydra's basic sweeper, the one sweeper
+    the config check allows besides this project's Optuna sweeper."""
+    return config.hydra.sweeper._target_ != OPTUNA_SWEEPER
 
 
 def swept_keys(config: DictConfig) -> list[str]:
@@ -416,7 +421,7 @@ def _check_search(config: DictConfig) -> Search | None:
 
 def _validate_grid(config: DictConfig) -> None:
     """Compose and validate every job of a basic (grid) sweep before any of them runs."""
-    if config.hydra.sweeper._target_ != BASIC_SWEEPER:
+    if not is_grid(config):
         return
     from hydra import compose
 

@@ -18,7 +18,6 @@ from conftest import AROUND_TRAINING, run_cli
 from omegaconf import OmegaConf
 
 from mnist_exp.pipeline.sweep import (
-    BASIC_SWEEPER,
     OPTUNA_SWEEPER,
     ProgressSource,
     read_progress,
@@ -113,7 +112,10 @@ def test_a_sweep_counts_its_grid_or_its_trials():
     grid = OmegaConf.create(
         {
             "hydra": {
-                "sweeper": {"_target_": BASIC_SWEEPER, "params": {"seed": "1,2,3"}},
+                "sweeper": {
+                    "_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                    "params": {"seed": "1,2,3"},
+                },
                 "overrides": {"task": ["model.dropout=0.2,0.5", "train.epochs=1"]},
             }
         }
