@@ -104,7 +104,7 @@ UNRESOLVED_TEXT = "an interpolation here must resolve when the config is compose
 # A Ray runtime_env may set variables and the project's worker setup hook; its other keys
 # (pip, conda, py_modules, working_dir, ...) install or ship code to the workers.
 RUNTIME_ENV_KEYS = frozenset({"config", "env_vars", "worker_process_setup_hook"})
-RAY_SETUP_HOOK = "mnist_exp.pipeline.cluster.enter_launch_dir"
+RAY_SETUP_HOOK = "mnist_exp.cli.cluster.enter_launch_dir"
 # ``${resolver:...}`` alone as a value: it may produce a whole node (oc.create, oc.decode).
 _RESOLVER_ALONE = re.compile(r"^\$\{\s*[\w.]+\s*:.*\}$", re.DOTALL)
 

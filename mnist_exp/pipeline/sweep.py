@@ -80,6 +80,7 @@ VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys i
 STORAGE_ENV = "MNIST_EXP_OPTUNA_STORAGE"  # an Optuna sweep's study: its storage URL,
 STUDY_ENV = "MNIST_EXP_OPTUNA_STUDY"  # its name,
 PRUNER_ENV = "MNIST_EXP_OPTUNA_PRUNER"  # and its pruner
+LAUNCH_DIR_ENV = "MNIST_EXP_LAUNCH_DIR"  # hydra/launcher=cluster: where the sweep was started
 # How run names write a few long keys (otherwise the key's last part: model.dropout -> dropout).
 SHORT_KEYS = {"learning_rate": "lr", "hidden_units": "units", "batch_size": "batch"}
 RERUN_IN_SWEEP = "rerun: one run at a time (not with -m); sweep its key instead"
@@ -115,6 +116,7 @@ class SweepContext:
     study_storage: str | None = None  # where the trial's study is
     study_name: str | None = None
     pruner: str = "none"
+    launch_dir: str | None = None  # on a Ray worker: the folder the sweep was started from
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> SweepContext:
@@ -128,6 +130,7 @@ class SweepContext:
             study_storage=env.get(STORAGE_ENV) or None,
             study_name=env.get(STUDY_ENV) or None,
             pruner=env.get(PRUNER_ENV) or "none",
+            launch_dir=env.get(LAUNCH_DIR_ENV) or None,
         )
 
 

@@ -1,11 +1,15 @@
-"""What a Ray worker does first for ``hydra/launcher=cluster`` (conf/hydra/launcher/)."""
+"""What a Ray worker does first for ``hydra/launcher=cluster`` (conf/hydra/launcher/).
+
+An entry point of its own: Ray calls :func:`enter_launch_dir` with no arguments in every
+worker process it starts, before any job, so it reads the sweep's context here.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-LAUNCH_DIR_ENV = "MNIST_EXP_LAUNCH_DIR"
+from mnist_exp.pipeline.sweep import LAUNCH_DIR_ENV, SweepContext
 
 
 def enter_launch_dir() -> None:
@@ -15,7 +19,7 @@ def enter_launch_dir() -> None:
     worker what they mean on the sweeping machine, wherever ``ray start`` was run; on other
     machines that takes a shared file system mounted at the same path.
     """
-    launch_dir = os.environ.get(LAUNCH_DIR_ENV)
+    launch_dir = SweepContext.from_environment(os.environ).launch_dir
     if not launch_dir:
         return
     if not os.path.isdir(launch_dir):
