@@ -93,12 +93,10 @@ def _is_config_key(column: str) -> bool:
 
 def _nothing_found(request: Listing) -> str:
     what = f"experiment '{request.experiment}' of {request.tracking_uri}"
-    if request.where or request.sweep:
-        return (
-            f"no training run in {what} matches (--where {' '.join(request.where)})"
-            if (request.where)
-            else f"no training run in sweep {request.sweep} of {what}"
-        )
+    if request.where:
+        return f"no training run in {what} matches (--where {' '.join(request.where)})"
+    if request.sweep:
+        return f"no training run in sweep {request.sweep} of {what}"
     return f"no training runs in {what} yet"
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from difflib import get_close_matches
@@ -81,7 +82,7 @@ def parse_value(text: str) -> Any:
         value = OverridesParser.create().parse_override(f"key={text}").value()
     except HydraException:
         return text
-    return _frozen(value)
+    return frozen(value)
 
 
 def apply_conditions(frame: pd.DataFrame, conditions: list[Condition]) -> pd.DataFrame:
@@ -131,8 +132,9 @@ def group_runs(frame: pd.DataFrame, key: str, metrics: list[str]) -> pd.DataFram
         for metric in metrics:
             column = frame[metric].iloc[positions] if metric in frame else []
             values = [float(v) for v in column if _is_number(v) and not math.isnan(v)]
-            row[f"{metric} mean"] = sum(values) / len(values) if values else math.nan
-            row[f"{metric} std"] = _std(values) if values else math.nan
+            row[f"{metric} mean"] = statistics.fmean(values) if values else math.nan
+            spread = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[f"{metric} std"] = spread if values else math.nan
         rows.append(row)
     table = pd.DataFrame(rows)
     if metrics and not table.empty:
@@ -156,13 +158,6 @@ def _as_numbers(column: pd.Series) -> pd.Series:
     )
 
 
-def _std(values: list[float]) -> float:
-    if len(values) < 2:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
-
 def _same(actual: Any, expected: Any) -> bool:
     if _is_number(actual) and _is_number(expected):
         return math.isclose(actual, expected, rel_tol=1e-9, abs_tol=0.0)
@@ -177,8 +172,9 @@ def _hashable(value: Any) -> Any:
     """A value as a set member: lists as tuples, NaN as None (missing)."""
     if isinstance(value, float) and math.isnan(value):
         return None
-    return _frozen(value)
+    return frozen(value)
 
 
-def _frozen(value: Any) -> Any:
-    return tuple(_frozen(v) for v in value) if isinstance(value, list | tuple) else value
+def frozen(value: Any) -> Any:
+    """Lists (nested too) as tuples: hashable and comparable; anything else as it is."""
+    return tuple(frozen(v) for v in value) if isinstance(value, list | tuple) else value

@@ -78,7 +78,7 @@ class RunDetails:
         data digests per split, package versions, backend and device."""
         found: dict[str, str] = {"commit": self.commit or "unknown"}
         found |= {f"data ({d.context})": f"{d.name} {d.digest}" for d in self.data}
-        found |= {name: version for name, version in self.versions.items()}
+        found |= self.versions
         found |= {tag: self.tags[tag] for tag in RUNTIME_TAGS if tag in self.tags}
         return found
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.results.metric_names import EPOCH
-from mnist_exp.results.run_query import apply_conditions, parse_conditions
+from mnist_exp.results.run_query import apply_conditions, frozen, parse_conditions
 from mnist_exp.tracking.preflight import check_store
 from mnist_exp.tracking.sqlite_runs import NoSuchExperiment, StoredRunRecord, read_runs
 from mnist_exp.tracking.store import DEFAULT_STORE, absolute_store_uri, sqlite_path, store_errors
@@ -249,7 +249,7 @@ def typed_param(text: str) -> Any:
     except ValueError:
         value = _python_list(text)
         return text if value is None else value
-    return _frozen(value)
+    return frozen(value)
 
 
 def _python_list(text: str) -> tuple | None:
@@ -262,12 +262,7 @@ def _python_list(text: str) -> tuple | None:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return None
-    return _frozen(value) if isinstance(value, list) else None
-
-
-def _frozen(value: Any) -> Any:
-    """Lists as tuples (hashable, comparable), everything else as it is."""
-    return tuple(_frozen(item) for item in value) if isinstance(value, list) else value
+    return frozen(value) if isinstance(value, list) else None
 
 
 def _is_training(run: StoredRunRecord) -> bool:
