@@ -6,7 +6,7 @@ ARGS ?=
 STORE ?= sqlite:///outputs/mlflow.db
 PORT ?= 5000
 
-.PHONY: install run test test-fast test-upgrade docs lint ui server bench bench-sweep bench-search bench-runs clean
+.PHONY: install run test test-fast test-upgrade docs lint ui server bench bench-sweep bench-sweep-cost bench-search bench-study bench-runs clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,16 @@ bench: install
 ## make bench-sweep: an 8-job sweep, sequential vs joblib (writes bench/results/sweep.json)
 bench-sweep: install
 	$(BIN)/python -m bench.sweep
+
+## make bench-sweep-cost: an 8-seed x 2-epoch sweep's wall time against its training time,
+## and each job's start-up and overhead (writes bench/results/sweep_cost.json)
+bench-sweep-cost: install
+	$(BIN)/python -m bench.sweep_cost
+
+## make bench-study: the project's Optuna study against a plain Optuna + Keras-on-JAX script
+## of the same search and budget (writes bench/results/study.json)
+bench-study: install
+	$(BIN)/python -m bench.study $(ARGS)
 
 ## make bench-search ARGS="--trials 15 --epochs 4 --batch-size 128": TPE + median pruning vs
 ## TPE vs random search, same budget (writes bench/results/search.json)

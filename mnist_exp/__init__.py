@@ -6,14 +6,10 @@ DataFrame with typed config values (:func:`mnist_exp.tracking.run_table.load_run
 
 import os
 import secrets
-import time
 
 from omegaconf import OmegaConf
 
 from mnist_exp import quiet
-
-# When this package was first imported: the reference for "seconds from launch to training".
-STARTED_AT = time.perf_counter()
 
 # Quiet TensorFlow's C++ start-up chatter (must be set before TensorFlow is imported) and
 # MLflow's download progress bars, which would bury this tool's one-line messages.

@@ -43,8 +43,14 @@ def _handler(signum: int, frame: object) -> None:
 
 @contextmanager
 def deferred() -> Iterator[None]:
-    """Hold interrupts until the block ends, then raise the one that arrived, if any."""
+    """Hold interrupts until the block ends, then raise the one that arrived, if any.
+
+    Only the main thread gets signals: on any other thread (a run's MLflow writer) the
+    block runs as it is, and no interrupt is raised there."""
     global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     _depth += 1
     try:
         yield
@@ -66,6 +72,9 @@ class RunInterrupted(KeyboardInterrupt):
 
 def raise_if_received() -> None:
     """Raise ``KeyboardInterrupt`` if a signal arrived since :func:`install`, even one whose
-    exception some library swallowed (outside a :func:`deferred` block only)."""
+    exception some library swallowed (outside a :func:`deferred` block, on the main
+    thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
     if _received is not None and not _depth:
         raise KeyboardInterrupt(f"signal {_received}")

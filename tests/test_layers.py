@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_exp"
 # Lowest first. Top-level modules not named here are the command shims (python -m
 # mnist_exp.run and friends), which sit above cli/.
 LAYERS = (
-    ("__init__", "errors", "interrupts", "quiet"),
+    ("__init__", "errors", "interrupts", "job_clock", "quiet"),
     ("config",),
     ("data",),
     ("training",),

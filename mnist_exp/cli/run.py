@@ -1,7 +1,7 @@
 """Command-line entry point: ``python -m mnist_exp.run [overrides]`` (``-m`` for sweeps).
 
 Thin on purpose: Hydra composes the config, :func:`mnist_exp.config.schema.validate` checks it,
-:func:`mnist_exp.data.splits.load_splits` loads the data and
+:func:`mnist_exp.data.splits.load_data` loads the data and
 :func:`mnist_exp.pipeline.one_run.run_one` does the work. TensorFlow and MLflow are
 imported only once a run really starts, so ``--help`` and ``--cfg job`` answer at once.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -19,13 +20,16 @@ from omegaconf import DictConfig
 from mnist_exp import interrupts
 from mnist_exp.cli.common import run_hydra_command
 from mnist_exp.config.schema import ConfigError, validate
-from mnist_exp.data.splits import load_splits
+from mnist_exp.data.splits import load_data, split_data
 from mnist_exp.errors import EXIT_RUN_FAILED, RunFailed, exit_with_error
+from mnist_exp.job_clock import job_started_at
 from mnist_exp.pipeline.resume import load_resume
-from mnist_exp.pipeline.sweep import SweepContext, finished_job
+from mnist_exp.pipeline.sweep import SweepContext, finished_job, in_launching_process
 from mnist_exp.tracking.preflight import check_model_fits, check_store
+from mnist_exp.tracking.run_writer import finish_pending
 from mnist_exp.tracking.sweep_record import end_open_sweeps
 from mnist_exp.training.devices import select_backend
+from mnist_exp.training.keras_import import import_keras
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_exp.conf", config_name="config")
@@ -39,11 +43,12 @@ def task(cfg: DictConfig) -> float:
     failure of a job is recorded on its FAILED run and returned as NaN, which sweepers
     count as a failed trial.
     """
+    started_at = job_started_at()
     interrupts.install()  # again: a joblib worker process runs only this function
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _run(cfg, hydra_cfg, in_sweep)
+        return _run(cfg, hydra_cfg, in_sweep, started_at)
     except ConfigError as error:
         exit_with_error(str(error))
     except Exception as error:
@@ -61,7 +66,7 @@ def _reason(error: Exception) -> str:
     return getattr(error, "reason", type(error).__name__)
 
 
-def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
+def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool, started_at: float) -> float:
     typed = validate(cfg)
     check_store(typed.tracking.uri)
     resume_from = None
@@ -84,10 +89,17 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         print(f"sweep job {hydra_cfg.job.num}: skipped, run {run_id} finished this config")
         return objective
     check_model_fits(typed.model, num_classes=len(typed.data.class_names))
-    splits = load_splits(typed.data, typed.train.validation_split, typed.seed)
     parallel_jobs = _parallel_jobs(hydra_cfg) if in_sweep else 1
-    select_backend(typed.train, parallel_jobs)
-    # TensorFlow and MLflow load only now that config and data are known to be good.
+    loaded = load_data(typed.data, typed.seed)  # a data error stops here, before Keras
+    select_backend(typed.train, typed.model.type, typed.data.augment, parallel_jobs)
+    with ThreadPoolExecutor(max_workers=1) as splitter:
+        # The data is split and scaled (NumPy, outside the GIL) while Keras imports.
+        splitting = splitter.submit(
+            split_data, loaded, typed.data, typed.train.validation_split, typed.seed
+        )
+        import_keras()
+        splits = splitting.result()
+    # Keras's backend and MLflow load only now that config and data are known to be good.
     from mnist_exp.pipeline.one_run import JobInfo, run_one
 
     job = JobInfo(
@@ -98,6 +110,9 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool) -> float:
         parallel_jobs=parallel_jobs,
         rerun_of=rerun_of,
         context=context,
+        started_at=started_at,
+        # Only the launching process waits for its jobs' last writes before the leaderboard.
+        finish_in_background=in_sweep and in_launching_process(),
     )
     return run_one(typed, splits, job, resume_from)
 
@@ -117,6 +132,7 @@ def _parallel_jobs(hydra_cfg: DictConfig) -> int:
 def _end_sweeps(status: str) -> None:
     """End the parent runs of a sweep that did not finish (a finished sweep has closed
     its own); after an interrupt, say how to continue it."""
+    finish_pending()  # the jobs' records first: no child is left RUNNING
     ended = end_open_sweeps(status)
     if ended and status == "KILLED":
         print(

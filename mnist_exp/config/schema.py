@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 ACTIVATIONS = ("relu", "gelu", "elu", "selu", "silu", "tanh", "sigmoid", "leaky_relu")
 PLACEMENTS = ("first", "last", "all")
-BACKENDS = ("tensorflow", "jax")
+BACKENDS = ("auto", "jax", "tensorflow")
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup")
@@ -255,8 +255,11 @@ class TrainConfig:
         2, "Keras progress output: 0 silent, 1 a progress bar, 2 a line per epoch.", ge=0, le=2
     )
     backend: str = _key(
-        "tensorflow",
-        "Keras backend, chosen before Keras is imported (jax needs the jax extra).",
+        "auto",
+        "Keras backend, chosen before Keras is imported. auto: the fastest measured for the "
+        "model and device (JAX on a GPU and for mlp on a CPU; TensorFlow on a CPU for cnn "
+        "and for augmented images; docs/speed.md). Logged as it ran, the configured value "
+        "as train.backend.configured.",
         choices=BACKENDS,
     )
     steps_per_execution: str = _key(
@@ -286,8 +289,9 @@ class TrainConfig:
     deterministic: bool = _key(
         False,
         "Bit-identical reruns (same per-epoch metrics and test accuracy, also across a "
-        "resume): turns on TensorFlow's op determinism, about 2-3 % slower on 2 CPU cores. "
-        "TensorFlow backend only: JAX runs ignore it.",
+        "resume). On TensorFlow it turns on op determinism (about 2-3 % slower on 2 CPU "
+        "cores); JAX on a CPU repeats exactly as it is, and on a GPU it gets XLA's "
+        "deterministic GPU ops.",
     )
     checkpoint: bool = _key(
         True, "Save the model, optimizer and RNG state after every epoch, for resume=."

@@ -11,7 +11,9 @@ MLflow records). Only NumPy is needed here: TensorFlow is not imported.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -59,8 +61,37 @@ class Splits:
 
 def load_splits(data_cfg: DataConfig, validation_split: float, seed: int) -> Splits:
     """Load the configured data, check it, and split it (see the module docstring)."""
-    raw = load_raw(data_cfg, seed)
-    check_arrays(raw, len(data_cfg.class_names))
+    return split_data(load_data(data_cfg, seed), data_cfg, validation_split, seed)
+
+
+@dataclass(frozen=True)
+class LoadedData:
+    """Checked raw data, its test set scaled once (it is the same for every seed)."""
+
+    raw: RawData
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_data(data_cfg: DataConfig, seed: int) -> LoadedData:
+    """Read the configured data and check it: every error in the data is raised here.
+
+    A process keeps the last data it read from ``data.path``: the jobs of a sequential
+    sweep read the file once, unless it changed in between, and only split it per seed."""
+    key = _data_key(data_cfg, seed)
+    if key is None or not _last_loaded or _last_loaded[0] != key:
+        raw = load_raw(data_cfg, seed)
+        check_arrays(raw, len(data_cfg.class_names))
+        x_test, y_test = raw.arrays["x_test"], raw.arrays["y_test"]
+        _last_loaded[:] = [key, LoadedData(raw, _scale(x_test), y_test.astype(np.int64))]
+    return _last_loaded[1]
+
+
+def split_data(
+    loaded: LoadedData, data_cfg: DataConfig, validation_split: float, seed: int
+) -> Splits:
+    """Split loaded data into scaled training, validation and test sets, by ``seed``."""
+    raw = loaded.raw
     images, labels = raw.arrays["x_train"], raw.arrays["y_train"]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(labels))
@@ -76,20 +107,38 @@ def load_splits(data_cfg: DataConfig, validation_split: float, seed: int) -> Spl
     parts = {
         "train": (images[train_idx], labels[train_idx]),
         "val": (images[val_idx], labels[val_idx]),
-        "test": (raw.arrays["x_test"], raw.arrays["y_test"]),
     }
     scaled = {}
     for split, (split_images, split_labels) in parts.items():
         scaled[f"x_{split}"] = _scale(split_images)
         scaled[f"y_{split}"] = split_labels.astype(np.int64)
+    test = (raw.arrays["x_test"], raw.arrays["y_test"])
     return Splits(
         **scaled,
+        x_test=loaded.x_test,
+        y_test=loaded.y_test,
         name=data_cfg.name,
         variant=raw.variant,
         source=raw.source,
         class_names=tuple(data_cfg.class_names),
-        digests={split: content_digest(*part) for split, part in parts.items()},
+        digests={split: content_digest(*part) for split, part in {**parts, "test": test}.items()},
     )
+
+
+# [key, LoadedData] of the last data this process loaded.
+_last_loaded: list = []
+
+
+def _data_key(data_cfg: DataConfig, seed: int) -> str | None:
+    """What data read from ``data.path`` depends on: the data config, the seed (a subset is
+    drawn with it) and the size and modification time of its files. None without a path
+    (where the data comes from then depends on the machine: not kept)."""
+    if not data_cfg.path:
+        return None
+    path = Path(data_cfg.path)
+    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    return json.dumps([repr(data_cfg), seed, stamps])
 
 
 def check_arrays(raw: RawData, num_classes: int) -> None:

@@ -50,6 +50,8 @@ def evaluate_logged_model(cfg: DictConfig, overrides: Sequence[str]) -> float:
 def _evaluate(cfg: DictConfig, splits: Splits, data_tags: dict[str, str]) -> float:
     """Score the model on ``splits``' test set, print the report, and log it as a run of
     its own if asked, tagged with ``data_tags`` (whose data it is)."""
+    import keras
+
     from mnist_exp.tracking.model_loading import load_model_from_store
     from mnist_exp.tracking.recorder import RunRecorder
     from mnist_exp.tracking.run_table import KIND_TAG
@@ -65,6 +67,7 @@ def _evaluate(cfg: DictConfig, splits: Splits, data_tags: dict[str, str]) -> flo
             **data_tags,
             KIND_TAG: "evaluation",
             "evaluated_model": uri,
+            "keras.backend": keras.backend.backend(),  # may differ from the training run's
         }
         with RunRecorder.start(cfg.tracking, f"evaluate {uri}", tags) as recorder:
             recorder.log_datasets(splits, which=("test",))

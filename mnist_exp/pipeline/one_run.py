@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +53,8 @@ class JobInfo:
     parallel_jobs: int = 1  # jobs running at once on this machine (joblib or Ray launcher)
     rerun_of: RunDetails | None = None  # the recorded run this one reruns (rerun=)
     context: SweepContext = field(default_factory=SweepContext)  # its sweep's, in a sweep
+    started_at: float = field(default_factory=time.perf_counter)  # see job_clock
+    finish_in_background: bool = False  # a sweep job in the launching process
 
 
 def run_one(
@@ -65,6 +68,7 @@ def run_one(
     """
     run_name = cfg.tracking.run_name or job_run_name(job.overrides, job.job_num, job.context)
     with _recorded_run(cfg, splits, job, run_name, resume_from) as recorder:
+        recorder.finish_in_background = job.finish_in_background
         try:
             runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
             recorder.set_tags(runtime.tags())
@@ -74,7 +78,7 @@ def run_one(
                 model = _new_model(cfg, splits, job, runtime, recorder)
             else:
                 model = _resumed_model(resume_from, cfg.train.epochs, recorder)
-            fitted = _train(model, cfg, splits, job, recorder, resume_from)
+            fitted, fit_seconds = _train(model, cfg, splits, job, recorder, resume_from)
         except KeyboardInterrupt:
             if job.sweep:
                 raise  # the sweep says how to continue (the same command again)
@@ -85,6 +89,8 @@ def run_one(
         if cfg.tracking.log_model:
             # In a sweep, the sweep registers its best child instead of every job.
             registered = recorder.log_model(model, None if job.sweep else cfg.tracking.register_as)
+        handed_over = time.perf_counter() if job.finish_in_background else None
+        recorder.log_overhead(job.started_at, fit_seconds, handed_over)
     if job.sweep:
         print(job_summary(report, fitted, f"sweep job {job.job_num} ({run_name})", recorder.run_id))
     else:
@@ -170,16 +176,17 @@ def _train(
     job: JobInfo,
     recorder: RunRecorder,
     resume_from: Checkpoint | None,
-) -> FitResult:
+) -> tuple[FitResult, float]:
     """Fit, logging every epoch's metrics and checkpointing after it (if on and there is a
-    folder for it); log the objective and where the time went."""
+    folder for it); log the objective and where the time went. Returns the fit and its
+    seconds."""
     if resume_from is not None:
         folder = resume_from.folder
     else:
         folder = checkpoint_folder(job.output_dir) if job.output_dir else None
     checkpoint = None
     if cfg.train.checkpoint and folder is not None:
-        checkpoint = checkpoint_writer(model, folder, recorder.run_id, resume_from)
+        checkpoint = checkpoint_writer(model, folder, lambda: recorder.run_id, resume_from)
     clock = EpochMetricsCallback(
         recorder.log_epoch,
         log_learning_rate=cfg.optimizer.schedule != "constant",
@@ -190,11 +197,12 @@ def _train(
     if pruning is not None:
         callbacks.append(pruning)
     fitted = fit(model, splits, cfg.train, callbacks, cfg.seed, resume_from)
-    timings = {f"{TIME}{name}": seconds for name, seconds in clock.timings().items()}
-    recorder.log_metrics({**timings, OBJECTIVE: fitted.val_accuracy})
+    timings = clock.timings(job.started_at)
+    logged = {f"{TIME}{name}": seconds for name, seconds in timings.items()}
+    recorder.log_metrics({**logged, OBJECTIVE: fitted.val_accuracy})
     if pruning is not None and pruning.stopped_after is not None:
         recorder.set_tags({TRIAL_STATE_TAG: "PRUNED"})  # the run itself ends FINISHED
-    return fitted
+    return fitted, timings["fit_seconds"]
 
 
 def _trial_pruning(context: SweepContext) -> StopWhenTold | None:

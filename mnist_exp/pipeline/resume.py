@@ -13,11 +13,14 @@ from mnist_exp.tracking.store import GC_COMMAND
 from mnist_exp.tracking.stored_runs import RUN_ID, RunNotFound, StoredRun, find_run
 from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder
 
+BACKEND_TAG = "keras.backend"  # the backend a run trained on (see training/runtime.py)
+
 
 def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoint]:
     """The validated config and last checkpoint of the run ``reference`` names: its output
     folder, or its MLflow run id (looked up in ``tracking_uri``).
 
+    A run configured with ``train.backend=auto`` continues on the backend it trained on.
     Only a run that can be continued is accepted: KILLED or FAILED, or RUNNING with its
     process gone (killed without a chance to say so). A FINISHED run, a run whose process
     is still alive, and a checkpoint that belongs to another run are refused.
@@ -47,7 +50,10 @@ def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoi
     saved_config = folder / ".hydra" / "config.yaml"
     if not saved_config.is_file():
         raise ConfigError(f"resume={reference}: {saved_config} is missing")
-    return validate(OmegaConf.load(saved_config)), checkpoint
+    config = validate(OmegaConf.load(saved_config))
+    if config.train.backend == "auto" and run.tags.get(BACKEND_TAG):
+        config.train.backend = run.tags[BACKEND_TAG]  # continue on the backend it trained on
+    return config, checkpoint
 
 
 def _check_resumable(run: StoredRun, reference: str) -> None:

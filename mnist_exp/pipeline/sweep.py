@@ -52,6 +52,7 @@ from mnist_exp.results.metric_names import OBJECTIVE, read
 from mnist_exp.results.progress import LiveLine, SweepProgress, progress_line
 from mnist_exp.results.summary import sweep_summary
 from mnist_exp.tracking.preflight import check_store
+from mnist_exp.tracking.run_writer import finish_pending, finishing_runs
 from mnist_exp.tracking.store import ui_hint
 from mnist_exp.tracking.sweep_record import (
     TRIAL_STATE_TAG,
@@ -195,6 +196,8 @@ class SweepCallback(Callback):
                 total=sweep_size(config),
                 launcher_pid=os.getpid(),
             )
+            global _launcher_pid
+            _launcher_pid = os.getpid()
         except ConfigError as error:
             exit_with_error(str(error))
         # Every job's config is composed again from these overrides (on any launcher, in
@@ -218,7 +221,9 @@ class SweepCallback(Callback):
         """In a multirun, print the sweep's progress where the job ran (see
         :func:`read_progress`): the live line in the launching process on a terminal, else
         a plain line. Nothing when the store cannot be read: progress never fails a job."""
-        if self.progress is None or (progress := read_progress(self.progress)) is None:
+        if self.progress is None:
+            return
+        if (progress := read_progress(self.progress, finishing_runs())) is None:
             return
         if os.getpid() == self.progress.launcher_pid and sys.stdout.isatty():
             _live_line.show(progress_line(progress, shutil.get_terminal_size().columns - 1))
@@ -226,7 +231,9 @@ class SweepCallback(Callback):
             print(progress_line(progress), flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Rank the children, log and print the leaderboard, tag the best child, close up."""
+        """Wait for the jobs' last writes, rank the children, log and print the
+        leaderboard, tag the best child, close up."""
+        finish_pending()
         _live_line.close()  # the leaderboard starts on a line of its own
         # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
         grid = is_grid(config)
@@ -257,13 +264,23 @@ class SweepCallback(Callback):
 
 
 _live_line = LiveLine()  # the launching process's progress line on a terminal
+_launcher_pid: int | None = None  # the process that started the multirun, in that process
 
 
-def read_progress(source: ProgressSource) -> SweepProgress | None:
+def in_launching_process() -> bool:
+    """Whether this process started the multirun now running (a sequential launcher's
+    jobs run in it; joblib's and Ray's in processes of their own)."""
+    return _launcher_pid == os.getpid()
+
+
+def read_progress(
+    source: ProgressSource, finishing: set[str] = frozenset()
+) -> SweepProgress | None:
     """The sweep's progress as the store has it now: jobs done are the children that ended
-    in this attempt and those that finished in an earlier one (which a continued grid
-    skips and a continued study counts); the best objective is the highest of a finished,
-    unpruned child. None when the store cannot be read (a hiccup must not fail the job)."""
+    in this attempt (or are ``finishing``: their last writes are under way in this
+    process) and those that finished in an earlier one (which a continued grid skips and a
+    continued study counts); the best objective is the highest of a finished, unpruned
+    child. None when the store cannot be read (a hiccup must not fail the job)."""
     try:
         from mlflow import MlflowClient
 
@@ -278,7 +295,8 @@ def read_progress(source: ProgressSource) -> SweepProgress | None:
     ended = [
         run
         for run in children
-        if run.info.start_time >= source.started_ms and run.info.status != "RUNNING"
+        if run.info.start_time >= source.started_ms
+        and (run.info.status != "RUNNING" or run.info.run_id in finishing)
     ]
     earlier = [
         run
@@ -288,7 +306,7 @@ def read_progress(source: ProgressSource) -> SweepProgress | None:
     scored = [
         (value, run.data.tags.get(JOB_NUM_TAG, "?"))
         for run in children
-        if run.info.status == "FINISHED"
+        if (run.info.status == "FINISHED" or run.info.run_id in finishing)
         and run.data.tags.get(TRIAL_STATE_TAG) != "PRUNED"
         and (value := read(run.data.metrics, OBJECTIVE)) is not None
     ]
@@ -298,7 +316,7 @@ def read_progress(source: ProgressSource) -> SweepProgress | None:
         total=source.total,
         elapsed_s=time.time() - source.started_ms / 1000,
         ran=len(ended),
-        failed=sum(run.info.status != "FINISHED" for run in ended),
+        failed=sum(run.info.status not in ("FINISHED", "RUNNING") for run in ended),
         best=best,
         best_job=best_job,
     )
@@ -326,9 +344,7 @@ def swept_keys(config: DictConfig) -> list[str]:
     return [key for key, override in last.items() if override.is_sweep_override()]
 
 
-def job_run_name(
-    overrides: list[str], job_num: int | None, context: SweepContext
-) -> str | None:
+def job_run_name(overrides: list[str], job_num: int | None, context: SweepContext) -> str | None:
     """A sweep job's run name, from the values of the keys its sweep varies (see
     :func:`swept_keys`): ``dropout=0.5 lr=3e-4``, or ``trial 7: dropout=0.312 lr=0.00123``
     in an Optuna study (3 significant digits), ``job N`` when nothing varies. None outside

@@ -31,9 +31,12 @@ SWEEP = "sweep/"
 FIRST_LOGGED = ("val_accuracy",)
 # time/ metrics, and what each measures (docs/mlflow-ui.md lists them).
 TIMINGS = {
-    "startup_seconds": "from the package's import to the start of training: Python, "
-    "TensorFlow or JAX, data, MLflow and the model",
+    "startup_seconds": "from the job's start to the start of training: for a process's "
+    "first job its launch (Python, TensorFlow or JAX, data, the model), for a later job "
+    "of a sweep when the launcher handed it over",
     "fit_seconds": "training, validation and per-epoch logging, all epochs",
+    "overhead_seconds": "the job's time outside training: its wall time (to the end of its "
+    "record; in a sweep, to when it handed the rest to the background) less fit_seconds",
     "mlflow_seconds_per_epoch": "the share of each epoch spent logging it to MLflow",
 }
 

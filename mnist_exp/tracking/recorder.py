@@ -2,7 +2,12 @@
 it, params and tags, the code's provenance, per-epoch metrics, dataset inputs, report
 artifacts, the model and the run's end status, in the spirit of MLflow's own Keras callback
 (and, with ``tracking.system_metrics``, MLflow's system-metrics monitor beside it); and the
-store's experiment that runs go into."""
+store's experiment that runs go into.
+
+The writes run on a thread of the run's own (:class:`~mnist_exp.tracking.run_writer.RunWriter`),
+in order: MLflow is imported and the run opened while the model builds and trains, and
+only an epoch's metrics (and whatever asks for a result) wait for the store.
+"""
 
 from __future__ import annotations
 
@@ -12,25 +17,21 @@ import random
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
-from mlflow import MlflowClient
-from mlflow.entities import Metric, RunStatus, RunTag
-from mlflow.models import ModelSignature
-from mlflow.types import Schema, TensorSpec
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_exp.data.splits import IMAGE_PIXELS, Splits
 from mnist_exp.errors import RunFailed
 from mnist_exp.interrupts import deferred, raise_if_received
 from mnist_exp.quiet import registry_notes_filtered
-from mnist_exp.results.metric_names import epoch_metrics
+from mnist_exp.results.metric_names import TIME, epoch_metrics
 from mnist_exp.results.report import ClassificationReport, write_report
-from mnist_exp.tracking.lineage import dataset_inputs
 from mnist_exp.tracking.owner import owner_tags
 from mnist_exp.tracking.provenance import (
     DIFF_ARTIFACT,
@@ -39,6 +40,7 @@ from mnist_exp.tracking.provenance import (
     pinned_versions,
 )
 from mnist_exp.tracking.run_table import NOTE_TAG
+from mnist_exp.tracking.run_writer import RunWriter, finish_later
 from mnist_exp.tracking.store import (
     GC_COMMAND,
     absolute_store_uri,
@@ -49,6 +51,8 @@ from mnist_exp.tracking.store import (
 
 if TYPE_CHECKING:
     import keras
+    import mlflow
+    from mlflow.models import ModelSignature
 
 # "Creating initial MLflow database tables..." on every new store is noise, not news; so is
 # the traceback it logs for a database error that it raises anyway (see store_problem).
@@ -76,6 +80,8 @@ def open_experiment(tracking_cfg: DictConfig) -> str:
     number of processes can start at once. A store that cannot be used raises
     :class:`~mnist_exp.tracking.store.StoreError` (one line naming it).
     """
+    import mlflow
+
     uri = absolute_store_uri(tracking_cfg.uri)
     with store_errors(uri), store_lock(uri):
         mlflow.set_tracking_uri(uri)
@@ -118,6 +124,9 @@ def _tracked_run(
     ending the run stops it and logs its last samples (its thread is a daemon: it never
     holds up the process's exit).
     """
+    import mlflow
+    from mlflow.entities import RunStatus
+
     uri = mlflow.get_tracking_uri()
     if system_metrics:
         # Read by the monitor that start_run creates (process-wide settings).
@@ -138,25 +147,27 @@ def _tracked_run(
         yield run
         raise_if_received()  # an interrupt some library swallowed: the run did not finish
     except KeyboardInterrupt:
-        _end_run(RunStatus.KILLED)
+        _end_run(RunStatus.to_string(RunStatus.KILLED))
         raise
     except BaseException as error:
         problem = store_problem(error, uri)
         # The reason tagged is the one the user is told: a store failure, or the error's own.
         reason = StoreFailed.reason if problem else getattr(error, "reason", "exception")
-        ended = _end_run(RunStatus.FAILED, error, reason)
+        ended = _end_run(RunStatus.to_string(RunStatus.FAILED), error, reason)
         if problem is None and ended:
             raise
         raise StoreFailed(_with_close_hint(problem or str(error), run, ended)) from error
-    if not _end_run(RunStatus.FINISHED):
+    if not _end_run(RunStatus.to_string(RunStatus.FINISHED)):
         raise StoreFailed(_with_close_hint("cannot record the run's end", run, ended=False))
 
 
-def _end_run(status: int, error: BaseException | None = None, reason: str = "") -> bool:
+def _end_run(status: str, error: BaseException | None = None, reason: str = "") -> bool:
     """End the active run with ``status``, tagging ``error`` and its ``reason`` first if
     given; return whether the store took the end. Nothing here may raise: the run's own
     error matters. (``mlflow.end_run`` takes the run off MLflow's stack of active runs
     before it writes the end, so a failed write leaves nothing for MLflow's exit hook.)"""
+    import mlflow
+
     with deferred():
         if error is not None:
             with suppress(Exception):
@@ -167,7 +178,7 @@ def _end_run(status: int, error: BaseException | None = None, reason: str = "") 
                     }
                 )
         try:
-            mlflow.end_run(RunStatus.to_string(status))
+            mlflow.end_run(status)
             return True
         except Exception:
             return False
@@ -230,6 +241,9 @@ def note_and_tags(tracking_cfg: DictConfig) -> dict[str, str]:
 
 def model_signature(num_classes: int) -> ModelSignature:
     """Input: float32 rows of 784 pixels in [0, 1]; output: one probability per class."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, IMAGE_PIXELS))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
@@ -264,11 +278,34 @@ class RunRecorder:
     its config as params (:meth:`log_config`) and model summary, a metric batch per epoch
     (:meth:`log_epoch`), final metrics, the test report (:meth:`log_report`) and the model
     (:meth:`log_model`).
+
+    Writes go to the run's own thread in that order; :meth:`log_epoch`, :attr:`run_id`
+    and a registration wait for it, and so does the block's end, unless
+    :attr:`finish_in_background` is set (a sweep job: the report, model and end are written
+    while the next job starts, and the sweep waits for them before its leaderboard).
     """
 
-    def __init__(self, run_id: str, experiment_id: str) -> None:
-        self.run_id = run_id
-        self.experiment_id = experiment_id
+    def __init__(self, writer: RunWriter, opened: Future) -> None:
+        self._writer = writer
+        self._opened = opened  # the run's context, run id and experiment id, once open
+        self.finish_in_background = False
+
+    @property
+    def run_id(self) -> str:
+        """The run's id (waits until the run is open)."""
+        return self._open_run()[1]
+
+    @property
+    def experiment_id(self) -> str:
+        """The id of the run's experiment (waits until the run is open)."""
+        return self._open_run()[2]
+
+    def _open_run(self) -> tuple[Any, str, str]:
+        with deferred():
+            error = self._opened.exception()
+        if error is not None:
+            raise error
+        return self._opened.result()
 
     @classmethod
     @contextmanager
@@ -282,16 +319,9 @@ class RunRecorder:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
         owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given,
         its system metrics recorded if ``tracking.system_metrics`` is on."""
-        experiment_id = open_experiment(tracking_cfg)
         name = run_name or readable_name()
-        with _tracked_run(
-            experiment_id,
-            name,
-            dict(tags or {}),
-            parent_run_id,
-            system_metrics=_system_metrics(tracking_cfg),
-        ) as run:
-            yield cls(run.info.run_id, experiment_id)
+        with cls._opened_by(tracking_cfg, name, dict(tags or {}), parent_run_id) as recorder:
+            yield recorder
 
     @classmethod
     @contextmanager
@@ -299,34 +329,54 @@ class RunRecorder:
         """The interrupted run ``run_id`` reopened, now owned by this process; its params
         stay as they were logged. With ``tracking.system_metrics`` on, its system metrics
         continue after the steps it has."""
-        experiment_id = open_experiment(tracking_cfg)
-        with _tracked_run(
-            experiment_id, None, {}, run_id=run_id, system_metrics=_system_metrics(tracking_cfg)
-        ) as run:
-            yield cls(run.info.run_id, experiment_id)
+        with cls._opened_by(tracking_cfg, None, {}, run_id=run_id) as recorder:
+            yield recorder
+
+    @classmethod
+    @contextmanager
+    def _opened_by(
+        cls,
+        tracking_cfg: DictConfig,
+        name: str | None,
+        tags: dict[str, str],
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> Iterator[RunRecorder]:
+        """Open the run on its writer thread (not waiting for it) and end it there when
+        the block ends, as :func:`_tracked_run` does, raising what the end raises."""
+        writer = RunWriter()
+        opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id)
+        recorder = cls(writer, opened)
+        try:
+            yield recorder
+            raise_if_received()  # an interrupt some library swallowed: not finished
+        except BaseException as error:
+            with deferred():
+                ending = writer.close(partial(_end, opened, error))
+                ending.exception()
+            ended_with = ending.exception()
+            if ended_with is None or ended_with is error:
+                raise
+            raise ended_with from error
+        ending = writer.close(partial(_end, opened, None))
+        if recorder.finish_in_background and not opened.exception():
+            finish_later(ending, recorder.run_id, f"run {recorder.run_id}")
+            return
+        with deferred():
+            ending.exception()
+        if ending.exception() is not None:
+            raise ending.exception()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tag the run (a tag set again takes the new value)."""
-        mlflow.set_tags(dict(tags))
+        self._writer.post(_set_tags, dict(tags))
 
     def log_datasets(
         self, splits: Splits, which: tuple[str, ...] = ("train", "val", "test")
     ) -> None:
         """Log the splits named in ``which`` as the run's dataset inputs, with their content
         digests (:mod:`mnist_exp.tracking.lineage`)."""
-        inputs = dataset_inputs(splits, which)
-        datasets = [dataset for dataset, _ in inputs]
-        contexts = [context for _, context in inputs]
-        for attempt in range(DATASET_LOG_ATTEMPTS):
-            try:
-                mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(inputs))
-                return
-            except mlflow.exceptions.MlflowException:
-                # Parallel jobs on the same data race to create the same dataset record
-                # (a unique-constraint error in MLflow's SQL store); once one has created
-                # it, the others just link to it.
-                if attempt == DATASET_LOG_ATTEMPTS - 1:
-                    raise
+        self._writer.post(_log_datasets, splits, which)
 
     def log_config(
         self,
@@ -346,40 +396,56 @@ class RunRecorder:
         params = flatten(cfg)
         configured = {f"{key}{CONFIGURED}": params[key] for key in ran}
         logged = {**params, **ran, **configured, **derived}
-        mlflow.log_params({key: as_typed(value) for key, value in logged.items()})
-        mlflow.log_text(OmegaConf.to_yaml(cfg), "config.yaml")
-        mlflow.log_text(OmegaConf.to_yaml(ListConfig(overrides)), "overrides.yaml")
+        texts = {
+            "config.yaml": OmegaConf.to_yaml(cfg),
+            "overrides.yaml": OmegaConf.to_yaml(ListConfig(overrides)),
+        }
+        self._writer.post(
+            _log_params_and_texts, {key: as_typed(value) for key, value in logged.items()}, texts
+        )
 
     def log_provenance(self, provenance: Provenance) -> None:
         """Log the installed versions of the stack (``environment/requirements.txt``) and,
         if the code's git tree was dirty, its uncommitted diff (``code/git.diff``). The
         provenance's tags go on the run as it starts (see
         :mod:`mnist_exp.tracking.provenance`)."""
-        mlflow.log_text(provenance.requirements, REQUIREMENTS_ARTIFACT)
+        texts = {REQUIREMENTS_ARTIFACT: provenance.requirements}
         if provenance.diff is not None:
-            mlflow.log_text(provenance.diff, DIFF_ARTIFACT)
+            texts[DIFF_ARTIFACT] = provenance.diff
+        self._writer.post(_log_params_and_texts, {}, texts)
 
     def log_model_summary(self, model: keras.Model) -> None:
         """Log the Keras model summary as ``model_summary.txt``."""
         lines: list[str] = []
         model.summary(print_fn=lambda line, **_: lines.append(line))
-        mlflow.log_text("\n".join(lines), "model_summary.txt")
+        self._writer.post(_log_params_and_texts, {}, {"model_summary.txt": "\n".join(lines)})
 
     def log_epoch(self, metrics: dict[str, float], step: int) -> None:
         """Log one epoch's metrics at ``step`` (as ``epoch/<name>``) and tag it as the last
-        completed epoch, in one write that Ctrl-C cannot cut short."""
+        completed epoch, in one write that Ctrl-C cannot cut short; wait until it is
+        written (and the run open)."""
         now = int(time.time() * 1000)
-        named = epoch_metrics(metrics)
         with deferred():
-            MlflowClient().log_batch(
-                self.run_id,
-                metrics=[Metric(name, value, now, step) for name, value in named.items()],
-                tags=[RunTag("last_completed_epoch", str(step))],
-            )
+            self._writer.call(_log_epoch, self._opened, epoch_metrics(metrics), step, now)
 
     def log_metrics(self, metrics: Mapping[str, float]) -> None:
         """Log metrics that have one value per run (no step)."""
-        mlflow.log_metrics(dict(metrics))
+        self._writer.post(_log_metrics, dict(metrics))
+
+    def log_overhead(
+        self, job_started_at: float, fit_seconds: float, handed_over_at: float | None = None
+    ) -> None:
+        """Log ``time/overhead_seconds``: the job's time outside training, from
+        ``job_started_at`` (a ``time.perf_counter()``) to ``handed_over_at`` (when a sweep
+        job handed its run's last writes to the background), or else to when this write
+        runs, after every write before it, less ``fit_seconds``."""
+
+        def write() -> None:
+            ended = handed_over_at if handed_over_at is not None else time.perf_counter()
+            seconds = round(ended - job_started_at - fit_seconds, 4)
+            _log_metrics({f"{TIME}overhead_seconds": seconds})
+
+        self._writer.post(write)
 
     def log_report(
         self,
@@ -389,23 +455,129 @@ class RunRecorder:
     ) -> None:
         """Log the test report's metrics, and its JSON and figures (PNG) under the run's
         ``report/`` folder; learning curves too if the training ``history`` is given."""
-        mlflow.log_metrics(report.metrics())
-        with tempfile.TemporaryDirectory() as folder:
-            write_report(report, images, Path(folder), history)
-            with deferred():
-                mlflow.log_artifacts(folder, "report")
+        self._writer.post(_log_report, report, images, history)
 
     def log_model(self, model: keras.Model, register_as: str | None = None) -> str | None:
         """Log the model in MLflow's Keras flavor with its signature (``model``), and
-        register it as a new version of ``register_as`` in the Model Registry if set;
-        return that version as ``name/version`` (None if not registered)."""
-        with deferred(), registry_notes_filtered():
-            info = mlflow.keras.log_model(
-                model,
-                name="model",
-                signature=model_signature(model.output_shape[-1]),
-                pip_requirements=model_requirements(),
-                registered_model_name=register_as,
-            )
-        version = info.registered_model_version
-        return f"{register_as}/{version}" if register_as and version is not None else None
+        register it as a new version of ``register_as`` in the Model Registry if set
+        (waiting for it); return that version as ``name/version`` (None if not
+        registered)."""
+        if register_as is None:
+            self._writer.post(_log_model, model, None)
+            return None
+        with deferred():
+            return self._writer.call(_log_model, model, register_as)
+
+
+def _open_run(
+    tracking_cfg: DictConfig,
+    name: str | None,
+    tags: dict[str, str],
+    parent_run_id: str | None,
+    run_id: str | None,
+) -> tuple[Any, str, str]:
+    """Open the run (on the writer's thread): its :func:`_tracked_run` context, entered,
+    with the run's id and its experiment's."""
+    experiment_id = open_experiment(tracking_cfg)
+    context = _tracked_run(
+        experiment_id,
+        name,
+        tags,
+        parent_run_id,
+        run_id=run_id,
+        system_metrics=_system_metrics(tracking_cfg),
+    )
+    run = context.__enter__()
+    return context, run.info.run_id, experiment_id
+
+
+def _end(opened: Future, error: BaseException | None, failed: BaseException | None) -> None:
+    """End the run (on the writer's thread) as :func:`_tracked_run` does for the block's
+    ``error`` or, failing that, a write that ``failed``; raise what that raises. A run
+    that never opened raises why."""
+    if opened.exception() is not None:
+        raise opened.exception()
+    context = opened.result()[0]
+    first = error if isinstance(error, KeyboardInterrupt) else (failed or error)
+    if first is None:
+        context.__exit__(None, None, None)
+    elif not context.__exit__(type(first), first, first.__traceback__):
+        raise first
+
+
+def _set_tags(tags: dict[str, str]) -> None:
+    import mlflow
+
+    mlflow.set_tags(tags)
+
+
+def _log_metrics(metrics: dict[str, float]) -> None:
+    import mlflow
+
+    mlflow.log_metrics(metrics)
+
+
+def _log_params_and_texts(params: dict[str, str], texts: dict[str, str]) -> None:
+    import mlflow
+
+    if params:
+        mlflow.log_params(params)
+    for name, text in texts.items():
+        mlflow.log_text(text, name)
+
+
+def _log_datasets(splits: Splits, which: tuple[str, ...]) -> None:
+    import mlflow
+
+    from mnist_exp.tracking.lineage import dataset_inputs
+
+    inputs = dataset_inputs(splits, which)
+    datasets = [dataset for dataset, _ in inputs]
+    contexts = [context for _, context in inputs]
+    for attempt in range(DATASET_LOG_ATTEMPTS):
+        try:
+            mlflow.log_inputs(datasets, contexts=contexts, tags_list=[None] * len(inputs))
+            return
+        except mlflow.exceptions.MlflowException:
+            # Parallel jobs on the same data race to create the same dataset record (a
+            # unique-constraint error in MLflow's SQL store); once one has created it, the
+            # others just link to it.
+            if attempt == DATASET_LOG_ATTEMPTS - 1:
+                raise
+
+
+def _log_epoch(opened: Future, named: dict[str, float], step: int, now: int) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, RunTag
+
+    MlflowClient().log_batch(
+        opened.result()[1],
+        metrics=[Metric(name, value, now, step) for name, value in named.items()],
+        tags=[RunTag("last_completed_epoch", str(step))],
+    )
+
+
+def _log_report(
+    report: ClassificationReport, images: np.ndarray, history: dict[str, list[float]] | None
+) -> None:
+    import mlflow
+
+    mlflow.log_metrics(report.metrics())
+    with tempfile.TemporaryDirectory() as folder:
+        write_report(report, images, Path(folder), history)
+        mlflow.log_artifacts(folder, "report")
+
+
+def _log_model(model: keras.Model, register_as: str | None) -> str | None:
+    import mlflow
+
+    with registry_notes_filtered():
+        info = mlflow.keras.log_model(
+            model,
+            name="model",
+            signature=model_signature(model.output_shape[-1]),
+            pip_requirements=model_requirements(),
+            registered_model_name=register_as,
+        )
+    version = info.registered_model_version
+    return f"{register_as}/{version}" if register_as and version is not None else None

@@ -92,7 +92,9 @@ class _CheckpointWriter:
     """Replaces the checkpoint in ``folder`` with the model's state after each epoch,
     keeping the metric history (continued from ``resume_from``'s, if given)."""
 
-    def __init__(self, folder: Path, run_id: str, resume_from: Checkpoint | None) -> None:
+    def __init__(
+        self, folder: Path, run_id: Callable[[], str], resume_from: Checkpoint | None
+    ) -> None:
         self.folder = folder
         self.run_id = run_id
         self.history = {
@@ -107,7 +109,7 @@ class _CheckpointWriter:
             self.history.setdefault(key, []).append(float(value))
         self.folder.mkdir(parents=True, exist_ok=True)
         state = {
-            "run_id": self.run_id,
+            "run_id": self.run_id(),
             "epoch": epoch + 1,
             "history": self.history,
             "seed_states": [variable.numpy().tolist() for variable in _seed_states(model)],
@@ -126,11 +128,15 @@ class _CheckpointWriter:
 
 
 def checkpoint_writer(
-    model: keras.Model, folder: Path, run_id: str, resume_from: Checkpoint | None = None
+    model: keras.Model,
+    folder: Path,
+    run_id: Callable[[], str],
+    resume_from: Checkpoint | None = None,
 ) -> Callable[[int, dict | None], None]:
     """A function ``(epoch, logs)`` that atomically replaces ``model``'s checkpoint in
-    ``folder`` after an epoch, for the MLflow run ``run_id`` (continuing ``resume_from``'s
-    history); :class:`mnist_exp.training.fit.EpochMetricsCallback` calls it together with
-    the epoch's logging."""
+    ``folder`` after an epoch, for the MLflow run whose id ``run_id()`` gives (asked at
+    each write: the run may still be opening when training starts), continuing
+    ``resume_from``'s history; :class:`mnist_exp.training.fit.EpochMetricsCallback` calls
+    it together with the epoch's logging."""
     writer = _CheckpointWriter(folder, run_id, resume_from)
     return lambda epoch, logs: writer.write(model, epoch, logs)

@@ -1,8 +1,9 @@
 """Which Keras backend and which device a run trains on, chosen before Keras is imported.
 
-``train.backend`` picks Keras's backend; ``train.device`` (auto, cpu, gpu) the device. Only
-JAX can use a GPU here: the TensorFlow package this project installs is CPU-only. The
-device a run trained on is tagged on it (:func:`device_tags`).
+``train.backend`` picks Keras's backend (``auto``, the default: the one measured fastest
+for the model and device, :func:`resolve_backend`); ``train.device`` (auto, cpu, gpu) the
+device. Only JAX can use a GPU here: the TensorFlow package this project installs is
+CPU-only. The backend and device a run trained on are tagged on it (:func:`device_tags`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,44 @@ def gpu_visible() -> bool:
     return gpus.is_dir() and any(gpus.iterdir())
 
 
-def select_backend(train_cfg: DictConfig, parallel_jobs: int = 1) -> None:
-    """Point Keras at ``train.backend`` and JAX at ``train.device``; it must happen before
-    Keras is first imported. A device that cannot be had is a one-line ConfigError."""
-    backend, device = train_cfg.backend, train_cfg.device
+# The faster backend on a CPU per model type, measured on the 2-core reference machine
+# (docs/speed.md has the table); on a GPU only JAX can use it. With augmented images
+# (data.augment) TensorFlow: JAX compiles the random image layers into its epoch slowly.
+FASTEST_ON_CPU = {"mlp": "jax", "cnn": "tensorflow"}
+FASTEST_ON_CPU_AUGMENTED = "tensorflow"
+
+
+def resolve_backend(backend: str, device: str, model_type: str, augment: bool = False) -> str:
+    """The Keras backend that ``train.backend=backend`` means for this model and device.
+
+    ``auto`` picks, in this order: the backend Keras already runs on in this process (a
+    sequential sweep's later jobs: Keras cannot switch); TensorFlow when JAX is not
+    installed; JAX when the run may use a GPU (``train.device`` gpu, or auto with one
+    visible); else the backend measured fastest on a CPU for ``model_type``
+    (:data:`FASTEST_ON_CPU`), or for augmented images. A named backend is returned as it
+    is.
+    """
+    if backend != "auto":
+        return backend
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        return keras.backend.backend()
+    if importlib.util.find_spec("jax") is None:
+        return "tensorflow"
+    if device == "gpu" or (device == "auto" and gpu_visible()):
+        return "jax"
+    return FASTEST_ON_CPU_AUGMENTED if augment else FASTEST_ON_CPU[model_type]
+
+
+def select_backend(
+    train_cfg: DictConfig, model_type: str, augment: bool = False, parallel_jobs: int = 1
+) -> str:
+    """Point Keras at the backend ``train.backend`` resolves to for ``model_type`` and
+    ``augment`` (:func:`resolve_backend`) and JAX at ``train.device``; it must happen
+    before Keras is first imported. Returns the backend. A device that cannot be had is a
+    one-line ConfigError."""
+    device = train_cfg.device
+    backend = resolve_backend(train_cfg.backend, device, model_type, augment)
     keras = sys.modules.get("keras")
     if keras is not None and keras.backend.backend() != backend:
         raise ConfigError(
@@ -51,6 +86,9 @@ def select_backend(train_cfg: DictConfig, parallel_jobs: int = 1) -> None:
             os.environ["JAX_PLATFORMS"] = "cpu"
         elif device == "gpu":
             _require_jax_gpu()
+        if train_cfg.deterministic and device != "cpu" and gpu_visible():
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_gpu_deterministic_ops=true".strip()
     elif device == "gpu":
         raise ConfigError(
             "train.device=gpu: the TensorFlow backend here is CPU-only (tensorflow-cpu); "
@@ -63,6 +101,7 @@ def select_backend(train_cfg: DictConfig, parallel_jobs: int = 1) -> None:
             file=sys.stderr,
         )
     os.environ["KERAS_BACKEND"] = backend
+    return backend
 
 
 def _require_jax_gpu() -> None:

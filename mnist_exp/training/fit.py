@@ -12,7 +12,7 @@ import keras
 import numpy as np
 from omegaconf import DictConfig
 
-from mnist_exp import STARTED_AT, interrupts
+from mnist_exp import interrupts
 from mnist_exp.data.splits import Splits
 from mnist_exp.errors import RunFailed
 from mnist_exp.training.checkpoint import Checkpoint
@@ -154,13 +154,13 @@ class EpochMetricsCallback(keras.callbacks.Callback):
             if self.write_with is not None:
                 self.write_with(epoch, logs)
 
-    def timings(self) -> dict[str, float]:
+    def timings(self, job_started_at: float) -> dict[str, float]:
         """Where the time went, in seconds (to 0.1 ms) (the names of
-        :data:`mnist_exp.results.metric_names.TIMINGS`): start-up (from the package's
-        import to the start of training), training until now, and the logging's share of
-        each epoch."""
+        :data:`mnist_exp.results.metric_names.TIMINGS`): start-up (from
+        ``job_started_at``, a ``time.perf_counter()`` reading, to the start of training),
+        training until now, and the logging's share of each epoch."""
         timings = {"fit_seconds": time.perf_counter() - self.started_at}
-        timings["startup_seconds"] = self.started_at - STARTED_AT
+        timings["startup_seconds"] = self.started_at - job_started_at
         if self.logging_seconds:
             timings["mlflow_seconds_per_epoch"] = sum(self.logging_seconds) / len(
                 self.logging_seconds

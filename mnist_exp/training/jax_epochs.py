@@ -13,6 +13,7 @@ updates, same dropout random stream); only the per-step Python overhead goes awa
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import jax
@@ -177,6 +178,42 @@ def _evaluate_function(model: keras.Model, batch_size: int) -> Callable:
     return jax.jit(evaluate)
 
 
+# The last jitted epoch and evaluation functions, by what their trace depends on.
+_last_compiled: list = []
+
+
+def _compiled_functions(
+    model: keras.Model, batch_size: int, validation_batch_size: int, arrays: dict[str, np.ndarray]
+) -> tuple[Callable, Callable]:
+    """The jitted epoch and evaluation functions for ``model``: those of the previous fit
+    in this process when everything their trace depends on is the same (a seed sweep's
+    next job), so that the job skips tracing and compiling them again.
+
+    A trace depends on the model's architecture and the compiled loss, metrics and
+    optimizer with its settings (each job's weights, optimizer state, metrics and random
+    state are passed in, never traced in), the batch sizes and the data's shapes and
+    types. The previous model stays referenced by the functions, unused when they run.
+    """
+    key = json.dumps(
+        [
+            model.to_json(),
+            model.get_compile_config(),
+            batch_size,
+            validation_batch_size,
+            {name: (array.shape, str(array.dtype)) for name, array in arrays.items()},
+        ],
+        default=str,
+        sort_keys=True,
+    )
+    if not _last_compiled or _last_compiled[0] != key:
+        functions = (
+            _epoch_function(model, batch_size),
+            _evaluate_function(model, validation_batch_size),
+        )
+        _last_compiled[:] = [key, functions]
+    return _last_compiled[1]
+
+
 def fit_on_device(
     model: keras.Model,
     arrays: dict[str, np.ndarray],
@@ -201,8 +238,7 @@ def fit_on_device(
     _build_compiled_state(model, arrays["x_train"][:1], arrays["y_train"][:1])
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    train_epoch = _epoch_function(model, batch_size)
-    evaluate = _evaluate_function(model, validation_batch_size)
+    train_epoch, evaluate = _compiled_functions(model, batch_size, validation_batch_size, arrays)
     steps = -(-len(arrays["y_train"]) // batch_size)
     callback_list = keras.callbacks.CallbackList(
         callbacks,

@@ -37,11 +37,13 @@ class Runtime:
 
     def settings_that_ran(self, train_cfg: DictConfig, model: keras.Model) -> dict[str, Any]:
         """The ``train.*`` settings that code resolves before training, as they ran, keyed
-        like the flattened config: steps per execution as the compiled ``model`` has them
-        (``auto`` chosen, a number capped at an epoch), the device ``auto`` picked, and the
-        thread pools TensorFlow was given (0: its own default). The thread settings do not
-        apply on JAX (no such pools): there they stay as configured."""
+        like the flattened config: the backend (``auto`` resolved), steps per execution as
+        the compiled ``model`` has them (``auto`` chosen, a number capped at an epoch), the
+        device ``auto`` picked, and the thread pools TensorFlow was given (0: its own
+        default). The thread settings do not apply on JAX (no such pools): there they stay
+        as configured."""
         return {
+            "train.backend": self.backend,
             "train.steps_per_execution": int(model.steps_per_execution),
             "train.device": self.device["device.kind"],
             "train.intra_op_threads": self.threads.get("intra_op", train_cfg.intra_op_threads),

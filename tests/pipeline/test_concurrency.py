@@ -243,6 +243,7 @@ def test_a_full_artifact_disk_is_tagged_as_the_store_failure_it_is_reported_as(
 ):
     from omegaconf import OmegaConf
 
+    from mnist_exp.tracking.provenance import Provenance
     from mnist_exp.tracking.recorder import RunRecorder, StoreFailed
 
     store = Store(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", artifacts=small_disk / "artifacts")
@@ -251,9 +252,8 @@ def test_a_full_artifact_disk_is_tagged_as_the_store_failure_it_is_reported_as(
     )
     with pytest.raises(StoreFailed, match="no space left on the disk") as raised:  # noqa: SIM117
         with RunRecorder.start(tracking, "artifacts overflow") as recorder:
-            import mlflow
-
-            mlflow.log_text("x" * (4 << 20), "too_big.txt")  # 4 MiB on a 3 MiB disk
+            too_big = Provenance(tags={}, diff=None, requirements="x" * (4 << 20))
+            recorder.log_provenance(too_big)  # 4 MiB on a 3 MiB disk
     assert raised.value.reason == "store_failed"
     run = store.client().get_run(recorder.run_id)
     assert run.info.status == "FAILED"

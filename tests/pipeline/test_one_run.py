@@ -26,6 +26,7 @@ from mnist_exp.training.model import build_model, compile_model
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 # Settings that code resolves before training: logged as they ran, configured value beside.
 RESOLVED = (
+    "train.backend",
     "train.steps_per_execution",
     "train.device",
     "train.intra_op_threads",

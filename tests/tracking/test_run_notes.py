@@ -72,7 +72,8 @@ def test_a_run_that_fails_or_is_killed_stops_its_monitor_and_keeps_its_samples(
     make_config, store, error, status
 ):
     cfg = make_config("tracking.system_metrics=true", *store.overrides)
-    with pytest.raises(type(error)), RunRecorder.start(cfg.tracking):
+    with pytest.raises(type(error)), RunRecorder.start(cfg.tracking) as recorder:
+        assert recorder.run_id  # the run opens on its writer's thread: wait for it
         assert len(monitor_threads()) == 1
         time.sleep(1.5)  # one sample is logged after a second
         raise error

@@ -71,4 +71,4 @@ def test_jax_backend_without_jax_or_in_a_tensorflow_process_is_a_clear_error():
 
     assert keras.backend.backend() == "tensorflow"
     with pytest.raises(ConfigError, match=r"^train\.backend=jax: this process already runs"):
-        select_backend(OmegaConf.create({"backend": "jax", "device": "auto"}))
+        select_backend(OmegaConf.create({"backend": "jax", "device": "auto"}), "mlp")

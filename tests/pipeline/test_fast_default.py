@@ -1,0 +1,99 @@
+"""The default at full speed: ``train.backend=auto`` picks by model and device and says what
+it picked, and a sweep's jobs (which share data, compiled epochs and MLflow in one
+process, and finish their records in the background) are timed each from its own start
+and train exactly as they would alone."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from conftest import histories, run_cli, run_id_of
+
+from mnist_exp.training import devices
+from mnist_exp.training.devices import resolve_backend
+
+
+@pytest.fixture
+def no_keras_loaded(monkeypatch):
+    """A process that has not imported Keras yet (this test process has)."""
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+
+
+@pytest.mark.parametrize(
+    ("device", "gpu", "model_type", "augment", "expected"),
+    [
+        ("auto", False, "mlp", False, "jax"),  # measured fastest on a CPU
+        ("auto", False, "mlp", True, "tensorflow"),  # JAX compiles augmentation slowly
+        ("auto", False, "cnn", False, "tensorflow"),  # measured fastest on a CPU
+        ("cpu", True, "cnn", False, "tensorflow"),  # the GPU is not to be used
+        ("auto", True, "cnn", True, "jax"),  # only JAX trains on a GPU here
+        ("gpu", False, "mlp", False, "jax"),  # asked for a GPU: JAX (which says if it has none)
+    ],
+)
+def test_auto_picks_the_measured_fastest_backend_for_model_and_device(
+    no_keras_loaded, monkeypatch, device, gpu, model_type, augment, expected
+):
+    monkeypatch.setattr(devices, "gpu_visible", lambda: gpu)
+    assert resolve_backend("auto", device, model_type, augment) == expected
+
+
+def test_auto_keeps_the_loaded_backend_falls_back_without_jax_and_a_named_one_wins(
+    monkeypatch,
+):
+    import keras
+
+    # A sequential sweep's later job: Keras cannot switch inside a process.
+    assert resolve_backend("auto", "auto", "mlp") == keras.backend.backend()
+    assert resolve_backend("jax", "cpu", "cnn") == "jax"
+    assert resolve_backend("tensorflow", "auto", "mlp") == "tensorflow"
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+    monkeypatch.setattr(devices.importlib.util, "find_spec", lambda name: None)
+    assert resolve_backend("auto", "auto", "mlp") == "tensorflow"
+
+
+@pytest.mark.slow
+def test_a_default_sweep_runs_on_jax_times_each_job_alone_and_trains_as_alone(
+    tmp_path, store, mnist_npz
+):
+    common = [
+        "train.epochs=2",
+        "train.verbose=0",
+        "train.deterministic=true",
+        f"data.path={mnist_npz}",
+        *store.overrides,
+    ]
+    swept = run_cli(["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}", *common], tmp_path)
+    assert swept.returncode == 0, swept.stderr
+    alone = run_cli(["seed=2", *common], tmp_path)
+    assert alone.returncode == 0, alone.stderr
+
+    runs = {run.info.run_id: run for run in store.runs()}
+    single = runs[run_id_of(alone.stdout)]
+    jobs = sorted(
+        (run for run in runs.values() if run.data.tags.get("sweep.job_num")),
+        key=lambda run: run.info.start_time,
+    )
+    assert [job.data.params["seed"] for job in jobs] == ["1", "2"]
+    for run in [*jobs, single]:
+        # auto, logged as configured and as it ran.
+        assert run.data.params["train.backend"] == "jax"
+        assert run.data.params["train.backend.configured"] == "auto"
+        assert run.data.tags["keras.backend"] == "jax"
+        # Each job's record is whole before the sweep ends (report, model, timings).
+        assert run.info.status == "FINISHED"
+        assert "final/test_accuracy" in run.data.metrics
+        artifacts = {item.path for item in store.client().list_artifacts(run.info.run_id)}
+        assert {"report", "config.yaml"} <= artifacts
+        assert run.data.metrics["time/overhead_seconds"] > 0
+    first, second = jobs
+    # The second job's start-up is its own: from its start, not from the sweep's.
+    first_seconds = (first.info.end_time - first.info.start_time) / 1000
+    assert second.data.metrics["time/startup_seconds"] < first_seconds
+    assert second.data.metrics["time/startup_seconds"] < first.data.metrics["time/startup_seconds"]
+    second_seconds = (second.info.end_time - second.info.start_time) / 1000
+    assert second.data.metrics["time/overhead_seconds"] < second_seconds
+    # The second job reused the first's data and compiled epoch, and trained exactly as
+    # the same seed does alone in a fresh process.
+    assert histories(store, second) == histories(store, single)
+    assert second.data.metrics["final/test_accuracy"] == single.data.metrics["final/test_accuracy"]
