@@ -59,7 +59,8 @@ SERVER_ARTIFACTS ?= $(CURDIR)/outputs/server-artifacts
 server: install
 	$(BIN)/mlflow server --backend-store-uri $(DB) --artifacts-destination $(SERVER_ARTIFACTS) --host 127.0.0.1 --port $(PORT)
 
-## make bench: mnist_exp vs a plain Keras script and a pure-JAX yardstick, 10 epochs of full MNIST (~8 min)
+## make bench: mnist_exp (default, and train.backend=tensorflow) vs a plain Keras script and a
+## pure-JAX yardstick, 10 epochs of full MNIST (~4 min)
 bench: install
 	$(BIN)/python -m bench
 

@@ -16,18 +16,22 @@ from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_exp import interrupts
+from mnist_exp.cli.help import help_overrides, help_page
 from mnist_exp.config import targets
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.errors import EXIT_INTERRUPTED, describe_hydra_error, exit_with_error
 
 
 def run_hydra_command(
-    hydra_main: Callable[[], object], cleanup: Callable[[str], None] | None = None
+    hydra_main: Callable[[], object],
+    cleanup: Callable[[str], None] | None = None,
+    config_name: str | None = None,
 ) -> None:
     """Call a ``@hydra.main`` function with this project's error and interrupt handling.
 
     ``cleanup`` gets "KILLED" after an interrupt and "FAILED" otherwise; it should only
-    act on what the command left unfinished.
+    act on what the command left unfinished. Given its primary ``config_name``, a plain
+    ``--help`` prints Hydra's page faster (:mod:`mnist_exp.cli.help`).
     """
     targets.install()  # refuse configs that name code outside the allow-lists (targets.py)
     # Let Hydra's errors reach us instead of being printed as multi-line reports.
@@ -35,7 +39,11 @@ def run_hydra_command(
     interrupts.install()
     status = "FAILED"
     try:
-        hydra_main()
+        overrides = help_overrides(sys.argv[1:]) if config_name else None
+        if overrides is None:
+            hydra_main()
+        else:
+            print(help_page(config_name, overrides))
     except (HydraException, OmegaConfBaseException) as error:
         exit_with_error(describe_hydra_error(error))
     except ConfigError as error:

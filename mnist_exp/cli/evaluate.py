@@ -32,4 +32,4 @@ def task(cfg: DictConfig) -> float:
 
 def main() -> None:
     """Run the evaluate command."""
-    run_hydra_command(task)
+    run_hydra_command(task, config_name="evaluate")

@@ -145,4 +145,4 @@ def _end_sweeps(status: str) -> None:
 
 def main() -> None:
     """Run the CLI: one-line config errors (exit 2), Ctrl-C leaves nothing RUNNING."""
-    run_hydra_command(task, cleanup=_end_sweeps)
+    run_hydra_command(task, cleanup=_end_sweeps, config_name="config")

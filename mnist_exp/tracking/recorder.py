@@ -16,7 +16,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -279,8 +279,9 @@ class RunRecorder:
     (:meth:`log_epoch`), final metrics, the test report (:meth:`log_report`) and the model
     (:meth:`log_model`).
 
-    Writes go to the run's own thread in that order; :meth:`log_epoch`, :attr:`run_id`
-    and a registration wait for it, and so does the block's end, unless
+    Writes go to the run's own thread in that order, from :meth:`start_writing` on (or
+    from the first thing that waits: :meth:`log_epoch`, :attr:`run_id`, a registration,
+    the block's end); the block's end waits for them all, unless
     :attr:`finish_in_background` is set (a sweep job: the report, model and end are written
     while the next job starts, and the sweep waits for them before its leaderboard).
     """
@@ -301,6 +302,7 @@ class RunRecorder:
         return self._open_run()[2]
 
     def _open_run(self) -> tuple[Any, str, str]:
+        self._writer.start()
         with deferred():
             error = self._opened.exception()
         if error is not None:
@@ -319,8 +321,7 @@ class RunRecorder:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
         owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given,
         its system metrics recorded if ``tracking.system_metrics`` is on."""
-        name = run_name or readable_name()
-        with cls._opened_by(tracking_cfg, name, dict(tags or {}), parent_run_id) as recorder:
+        with cls._opened_by(tracking_cfg, run_name, dict(tags or {}), parent_run_id) as recorder:
             yield recorder
 
     @classmethod
@@ -344,7 +345,7 @@ class RunRecorder:
     ) -> Iterator[RunRecorder]:
         """Open the run on its writer thread (not waiting for it) and end it there when
         the block ends, as :func:`_tracked_run` does, raising what the end raises."""
-        writer = RunWriter()
+        writer = RunWriter(held=True)
         opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id)
         recorder = cls(writer, opened)
         try:
@@ -447,6 +448,16 @@ class RunRecorder:
 
         self._writer.post(write)
 
+    def start_writing(self) -> None:
+        """Open the run and write what was asked for so far, from now on in the
+        background: call it as training starts. Until then (or until something waits for
+        the store), MLflow is not even imported, so start-up keeps the interpreter."""
+        self._writer.start()
+
+    def hold_writes_until(self, wait: Callable[[], None]) -> None:
+        """Let the writes asked for after this one start only once ``wait()`` returns."""
+        self._writer.post(wait)
+
     def log_report(
         self,
         report: ClassificationReport,
@@ -477,7 +488,10 @@ def _open_run(
     run_id: str | None,
 ) -> tuple[Any, str, str]:
     """Open the run (on the writer's thread): its :func:`_tracked_run` context, entered,
-    with the run's id and its experiment's."""
+    with the run's id and its experiment's. A new run without a ``name`` gets a readable
+    one."""
+    if run_id is None and not name:
+        name = readable_name()
     experiment_id = open_experiment(tracking_cfg)
     context = _tracked_run(
         experiment_id,

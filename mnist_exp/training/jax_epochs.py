@@ -40,8 +40,11 @@ def keep_tensorflow_out() -> None:
 def _build_compiled_state(model: keras.Model, x: np.ndarray, y: np.ndarray) -> None:
     """Create the compiled loss's and metrics' variables, as ``fit`` does on its first
     batch, through Keras's public ``compute_loss`` and ``compute_metrics`` on one example
-    (eagerly: nothing is compiled, no weight changes); the metrics start from zero."""
-    y_pred = model(x, training=False)
+    (eagerly: nothing is compiled, no weight changes); the metrics start from zero. They
+    need the prediction's shape and type only: a uniform guess stands in for the model's
+    output, which would cost an eager pass through every layer."""
+    classes = model.output_shape[-1]
+    y_pred = np.full((len(y), classes), 1 / classes, dtype=keras.config.floatx())
     model.compute_loss(x=x, y=y, y_pred=y_pred)
     model.compute_metrics(x, y, y_pred, sample_weight=None)
     model.reset_metrics()

@@ -1,9 +1,9 @@
 """Import Keras without the optional integrations that a training run never uses.
 
 When their packages are installed, Keras imports scikit-learn (for its estimator
-wrappers), pandas (to accept DataFrames) and Matplotlib (for its plotting utilities) as
-it starts: about 1.5 s on the reference machine, for nothing a run of this project calls.
-(SciPy stays: JAX needs it.) :func:`import_keras` hides them while Keras loads;
+wrappers), pandas (to accept DataFrames), Matplotlib (for its plotting utilities) and
+requests (for its remote-monitor callback) as it starts: about 1.5 s on the reference
+machine, for nothing a run of this project calls. (SciPy stays: JAX needs it.) :func:`import_keras` hides them while Keras loads;
 every one of them imports as usual afterwards (MLflow's pandas, the report's figures).
 """
 
@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Packages Keras imports only if they are there (each import guarded by ImportError).
-UNUSED_BY_TRAINING = ("sklearn", "pandas", "matplotlib")
+UNUSED_BY_TRAINING = ("sklearn", "pandas", "matplotlib", "requests")
 
 
 def import_keras() -> None:

@@ -72,8 +72,11 @@ def test_single_run_trains_logs_and_prints_the_summary(tmp_path, store, mnist_np
     assert link in done.stdout
     assert run.info.status == "FINISHED"
     assert "17/17 - " in done.stdout and "val_accuracy: " in done.stdout  # Keras progress
-    # steps_per_execution=auto ran the whole epoch (17 steps) per call, on the CPU.
-    assert run.data.params["train.steps_per_execution"] == "17"
+    # train.backend=auto chose JAX for the MLP on a CPU, whose device-resident epochs run
+    # each epoch as one compiled call (steps_per_execution=auto becomes 1 there).
+    assert run.data.params["train.backend"] == "jax"
+    assert run.data.params["train.backend.configured"] == "auto"
+    assert run.data.params["train.steps_per_execution"] == "1"
     assert run.data.params["train.steps_per_execution.configured"] == "auto"
     assert run.data.tags["device.kind"] == "cpu"
     assert f"test accuracy  {run.data.metrics['final/test_accuracy']:.4f}" in done.stdout

@@ -133,6 +133,7 @@ def test_cluster_sweep_logs_to_the_shared_server(tracking_server, ray_head, mnis
             f"tracking.register_as={MODEL_NAME}",
             "data.path=digits.npz",
             "train.epochs=2",
+            "train.backend=tensorflow",  # its thread pools are sized to a task's cores
             "hydra.sweep.dir=sweep",
         ],
         cwd=tmp_path,

@@ -220,6 +220,7 @@ def test_when_the_store_cannot_record_the_end_the_message_says_how_to_close_it(s
     experiment = OmegaConf.create({"uri": uri, "experiment": "x", "artifact_location": None})
     with pytest.raises(StoreFailed) as raised:  # noqa: SIM117 (the run is needed after)
         with RunRecorder.start(experiment, "doomed") as recorder:
+            assert recorder.run_id  # open (as once training starts), before the disk fills
             filling = open(small_disk / "filler", "wb")  # noqa: SIM115
             with filling as filler, contextlib.suppress(OSError):  # the disk fills up
                 while True:

@@ -94,6 +94,12 @@ def test_killed_run_resumes_in_the_same_mlflow_run_with_identical_results(refere
     resumed = store.client().get_run(cut.info.run_id)
     assert resumed.info.status == "FINISHED"
     assert resumed.data.tags["resumed_after_epoch"] == "2"
+    # Under train.backend=auto (the default), on the backend it chose and resumed on.
+    assert (whole.data.params["train.backend.configured"], whole.data.params["train.backend"]) == (
+        "auto",
+        "jax",
+    )
+    assert resumed.data.tags["keras.backend"] == "jax"
     assert resumed.data.params == whole.data.params  # logged once, never re-logged
     assert histories(store, resumed) == histories(store, whole)
     for metric in ("final/test_accuracy", "final/test_loss", "final/val_accuracy"):

@@ -153,6 +153,7 @@ def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, swee
         "hydra/launcher=joblib",
         f"hydra.launcher.n_jobs={n_jobs}",
         "tracking.log_model=false",
+        "train.backend=tensorflow",  # its thread pools are sized to the workers
     )
     assert done.returncode == 0, done.stderr
     (parent,), children = tree(store)
@@ -213,7 +214,8 @@ def test_a_diverging_job_fails_alone_and_a_rerun_of_the_grid_trains_only_it_agai
     assert by_rate["0.01"].info.status == "FINISHED"
     failed = by_rate["1000000.0"]
     assert failed.info.status == "FAILED"
-    assert failed.data.tags["failure_reason"] == "nan_loss"
+    # TensorFlow's loss becomes NaN; on JAX (auto's choice here) it stays finite, at chance.
+    assert failed.data.tags["failure_reason"] in {"nan_loss", "diverged"}
     assert "1 finished, 1 failed" in first.stdout
     assert failed.info.run_id in first.stdout
     assert parent.data.tags["best_run_id"] == by_rate["0.01"].info.run_id

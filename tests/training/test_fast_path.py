@@ -14,7 +14,10 @@ from omegaconf import OmegaConf
     ("switches", "backend"),
     [
         (["train.backend=jax", "train.device_epochs=false"], "jax"),
-        (["train.intra_op_threads=1", "train.inter_op_threads=1"], "tensorflow"),
+        (
+            ["train.backend=tensorflow", "train.intra_op_threads=1", "train.inter_op_threads=1"],
+            "tensorflow",
+        ),
     ],
     ids=["jax", "tensorflow-threads1"],
 )
