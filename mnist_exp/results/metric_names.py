@@ -37,7 +37,8 @@ TIMINGS = {
     "fit_seconds": "training, validation and per-epoch logging, all epochs",
     "overhead_seconds": "the job's time outside training: its wall time (to the end of its "
     "record; in a sweep, to when it handed the rest to the background) less fit_seconds",
-    "mlflow_seconds_per_epoch": "the share of each epoch spent logging it to MLflow",
+    "mlflow_seconds_per_epoch": "the share of each epoch spent logging it to MLflow (the "
+    "first epoch's includes waiting for the run's record, which opens while it trains)",
 }
 
 # Names used before, by the new name, so that older runs still rank and resume.

@@ -3,8 +3,9 @@
 When their packages are installed, Keras imports scikit-learn (for its estimator
 wrappers), pandas (to accept DataFrames), Matplotlib (for its plotting utilities) and
 requests (for its remote-monitor callback) as it starts: about 1.5 s on the reference
-machine, for nothing a run of this project calls. (SciPy stays: JAX needs it.) :func:`import_keras` hides them while Keras loads;
-every one of them imports as usual afterwards (MLflow's pandas, the report's figures).
+machine, for nothing a run of this project calls (SciPy stays: JAX needs it).
+:func:`import_keras` hides them while Keras loads; every one of them imports as usual
+afterwards (MLflow's pandas, the report's figures).
 """
 
 from __future__ import annotations
