@@ -72,14 +72,7 @@ def run_search(
         f"hydra.sweep.dir={folder / 'sweep'}",
         f"hydra.run.dir={folder / 'run'}",
     ]
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n=== {name}: {' '.join(command)}\n")
-        out.flush()
-        done = subprocess.run(command, cwd=folder, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench.search: {name} failed (exit {done.returncode}), see {log}")
+    seconds = timed_into_log(command, folder, log, name)
     study = optuna.load_study(study_name=study_name, storage=storage)
     trials = study.trials
     completed = [t for t in trials if t.state == TrialState.COMPLETE]
@@ -118,21 +111,23 @@ def table(rows: list[dict[str, object]], budget: int) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the three searches, print a table and write bench/results/search.json."""
-    parser = argparse.ArgumentParser(prog="python -m bench.search", description=__doc__)
-    parser.add_argument("--trials", type=int, default=30, help="trials per search (N)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per trial at most (E)")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="fix train.batch_size (removes it from the search space; default: searched)",
-    )
-    parser.add_argument("--seed", type=int, default=42, help="the sampler's seed (seed=...)")
-    args = parser.parse_args(argv)
+def timed_into_log(command: list[str], cwd: Path, log: Path, name: str) -> float:
+    """Run ``command`` in ``cwd``, its output appended to ``log`` under a ``name`` header;
+    return its wall time from launch to exit (a failure ends the benchmark, naming it)."""
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write(f"\n=== {name}: {' '.join(command)}\n")
+        out.flush()
+        done = subprocess.run(command, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"bench: {name} failed (exit {done.returncode}), see {log}")
+    return seconds
 
-    data, data_name = data_overrides()
+
+def budget_overrides(args: argparse.Namespace, data: list[str]) -> list[str]:
+    """The overrides every search of a benchmark shares: its budget, seed and ``data``,
+    on JAX, a fresh sweep each time."""
     common = [
         f"hydra.sweeper.n_trials={args.trials}",
         f"train.epochs={args.epochs}",
@@ -144,26 +139,58 @@ def main(argv: list[str] | None = None) -> None:
     ]
     if args.batch_size is not None:
         common.append(f"train.batch_size={args.batch_size}")
-    command = "python -m bench.search " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
+    return common
+
+
+def budget_arguments(prog: str, description: str | None, trials: int) -> argparse.ArgumentParser:
+    """The command line of a search benchmark: the budget (``--trials``, ``--epochs``), the
+    sampler's ``--seed`` and an optional fixed ``--batch-size``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--trials", type=int, default=trials, help="trials per search (N)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per trial at most (E)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="fix train.batch_size (removes it from the search space; default: searched)",
     )
-    budget = args.trials * args.epochs
-    result: dict[str, object] = {
+    parser.add_argument("--seed", type=int, default=42, help="the sampler's seed (seed=...)")
+    return parser
+
+
+def result_header(args: argparse.Namespace, prog: str, what: str, data: str) -> dict:
+    """The start of a search benchmark's JSON: what ran (``what``, and the fixed batch
+    size if any), on which data and machine, the command that reproduces it, the budget."""
+    options = " ".join(
+        f"--{key.replace('_', '-')} {value}" for key, value in vars(args).items() if value
+    )
+    return {
         "benchmark": (
-            f"{args.trials} trials x at most {args.epochs} epochs, search space of "
-            "conf/sweep/optuna_mlp.yaml"
+            f"{args.trials} trials x at most {args.epochs} epochs, {what}"
             + (f" with train.batch_size={args.batch_size} fixed" if args.batch_size else "")
         ),
-        "data": data_name,
+        "data": data,
         "backend": "jax",
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "optuna": optuna.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "command": command,
-        "epoch_budget": budget,
+        "command": f"{prog} {options}",
+        "epoch_budget": args.trials * args.epochs,
         "searches": [],
     }
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the three searches, print a table and write bench/results/search.json."""
+    args = budget_arguments("python -m bench.search", __doc__, trials=30).parse_args(argv)
+
+    data, data_name = data_overrides()
+    common = budget_overrides(args, data)
+    result = result_header(
+        args, "python -m bench.search", "search space of conf/sweep/optuna_mlp.yaml", data_name
+    )
+    budget = result["epoch_budget"]
     rows: list[dict[str, object]] = []
     log = REPO / "outputs" / "bench-search.log"
     log.parent.mkdir(parents=True, exist_ok=True)

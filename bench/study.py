@@ -28,17 +28,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
 
-from bench.search import FULL_MNIST, REPO, SEARCHES, run_search
+from bench.search import (
+    FULL_MNIST,
+    REPO,
+    SEARCHES,
+    budget_arguments,
+    budget_overrides,
+    result_header,
+    run_search,
+    timed_into_log,
+)
 
 OUT = REPO / "bench" / "results" / "study.json"
 PLAIN = REPO / "bench" / "plain_study.py"
@@ -57,17 +62,7 @@ def project_params(folder: Path) -> list[dict[str, object]]:
 def run_project(args: argparse.Namespace, workdir: Path, log: Path) -> dict[str, object]:
     """The project's study (``bench.search``'s TPE + median pruning row) on ``args``'s
     budget, data and seed; its measurements, and each trial's params."""
-    common = [
-        f"hydra.sweeper.n_trials={args.trials}",
-        f"train.epochs={args.epochs}",
-        "train.backend=jax",
-        "train.verbose=0",
-        f"seed={args.seed}",
-        "sweep_fresh=true",
-        f"data.path={Path(args.data).resolve()}",
-    ]
-    if args.batch_size is not None:
-        common.append(f"train.batch_size={args.batch_size}")
+    common = budget_overrides(args, [f"data.path={Path(args.data).resolve()}"])
     row = run_search(PROJECT_SEARCH, SEARCHES[PROJECT_SEARCH], common, workdir, log)
     slug = "".join(c if c.isalnum() else "_" for c in PROJECT_SEARCH.lower()).strip("_")
     return row | {"search": PROJECT_NAME, "params": project_params(workdir / slug)}
@@ -88,14 +83,7 @@ def run_plain(args: argparse.Namespace, workdir: Path, log: Path) -> dict[str, o
     ]
     if args.batch_size is not None:
         command.append(f"--batch-size={args.batch_size}")
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n=== {PLAIN_NAME}: {' '.join(command)}\n")
-        out.flush()
-        done = subprocess.run(command, cwd=workdir, stdout=out, stderr=subprocess.STDOUT)
-    seconds = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"bench.study: {PLAIN_NAME} failed (exit {done.returncode}), see {log}")
+    seconds = timed_into_log(command, workdir, log, PLAIN_NAME)
     row = json.loads(result.read_text())
     return row | {"search": PLAIN_NAME, "wall_s": round(seconds, 1)}
 
@@ -137,41 +125,14 @@ def table(rows: list[dict[str, object]], plain_s: float, budget: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Run both searches, print the table and write bench/results/study.json."""
-    parser = argparse.ArgumentParser(prog="python -m bench.study", description=__doc__)
-    parser.add_argument("--trials", type=int, default=20, help="trials per search (N)")
-    parser.add_argument("--epochs", type=int, default=5, help="epochs per trial at most (E)")
+    parser = budget_arguments("python -m bench.study", __doc__, trials=20)
     parser.add_argument("--data", default=str(FULL_MNIST), help="a keras-layout MNIST .npz")
-    parser.add_argument("--seed", type=int, default=42, help="the sampler's seed (seed=...)")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        help="fix the batch size in both (removes it from the search space; default: searched)",
-    )
     args = parser.parse_args(argv)
     if not Path(args.data).is_file():
         raise SystemExit(f"bench.study: no data at {args.data} (pass --data PATH.npz)")
-
-    command = "python -m bench.study " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None
-    )
-    budget = args.trials * args.epochs
-    result: dict[str, object] = {
-        "benchmark": (
-            f"{args.trials} trials x at most {args.epochs} epochs, TPE + median pruning, "
-            "search space of conf/sweep/optuna_mlp.yaml"
-            + (f" with batch size {args.batch_size} fixed" if args.batch_size else "")
-        ),
-        "data": str(args.data),
-        "backend": "jax",
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "optuna": optuna.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-        "command": command,
-        "epoch_budget": budget,
-        "searches": [],
-    }
+    what = "TPE + median pruning, search space of conf/sweep/optuna_mlp.yaml"
+    result = result_header(args, "python -m bench.study", what, str(args.data))
+    budget = result["epoch_budget"]
     log = REPO / "outputs" / "bench-study.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("")
