@@ -1,8 +1,8 @@
 """One MLflow run's writes on a thread of their own, in the order they were asked for.
 
 Training never waits on MLflow unless it must: the first run of a process imports MLflow
-and opens the store while the model compiles and trains, and a sweep job's report,
-figures and model are written while the next job starts. :class:`RunWriter` runs each
+and opens the store while its first epoch trains, and a sweep job's report, figures and
+model are written while the next job trains. :class:`RunWriter` runs each
 write on its own thread (so MLflow's active-run stack, which is per thread, holds only
 this run), in order; a write that fails stops the ones after it, and its error is raised
 to whoever waits next (:meth:`RunWriter.wait`). :func:`finish_pending` waits for the
