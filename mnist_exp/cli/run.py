@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import hydra
@@ -43,12 +44,13 @@ def task(cfg: DictConfig) -> float:
     failure of a job is recorded on its FAILED run and returned as NaN, which sweepers
     count as a failed trial.
     """
-    started_at = job_started_at()
+    started_at = job_started_at()  # the process's launch, for its first job
+    handed_over_at = time.perf_counter()
     interrupts.install()  # again: a joblib worker process runs only this function
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _run(cfg, hydra_cfg, in_sweep, started_at)
+        return _run(cfg, hydra_cfg, in_sweep, (started_at, handed_over_at))
     except ConfigError as error:
         exit_with_error(str(error))
     except Exception as error:
@@ -66,7 +68,9 @@ def _reason(error: Exception) -> str:
     return getattr(error, "reason", type(error).__name__)
 
 
-def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool, started_at: float) -> float:
+def _run(
+    cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool, started: tuple[float, float]
+) -> float:
     typed = validate(cfg)
     check_store(typed.tracking.uri)
     resume_from = None
@@ -110,7 +114,8 @@ def _run(cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool, started_at: flo
         parallel_jobs=parallel_jobs,
         rerun_of=rerun_of,
         context=context,
-        started_at=started_at,
+        started_at=started[0],
+        handed_over_at=started[1],
         # Only the launching process waits for its jobs' last writes before the leaderboard.
         finish_in_background=in_sweep and in_launching_process(),
     )

@@ -55,6 +55,9 @@ class JobInfo:
     rerun_of: RunDetails | None = None  # the recorded run this one reruns (rerun=)
     context: SweepContext = field(default_factory=SweepContext)  # its sweep's, in a sweep
     started_at: float = field(default_factory=time.perf_counter)  # see job_clock
+    # When the launcher handed the job over: a sweep job's run starts then, after its
+    # sweep's parent run (a process's first job started before, at the launch).
+    handed_over_at: float = field(default_factory=time.perf_counter)
     finish_in_background: bool = False  # a sweep job in the launching process
 
 
@@ -144,7 +147,11 @@ def _recorded_run(
         return
     parent_run_id = job.context.parent_run_id if job.sweep else None
     with RunRecorder.start(
-        cfg.tracking, run_name, _tags(cfg, splits, job), parent_run_id
+        cfg.tracking,
+        run_name,
+        _tags(cfg, splits, job),
+        parent_run_id,
+        job.handed_over_at if job.sweep else job.started_at,
     ) as recorder:
         recorder.log_datasets(splits)
         recorder.log_provenance(source_provenance())

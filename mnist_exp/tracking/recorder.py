@@ -112,9 +112,11 @@ def _tracked_run(
     parent_run_id: str | None = None,
     run_id: str | None = None,
     system_metrics: bool = False,
+    started_ms: int | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """Start an MLflow run (or reopen ``run_id``), owned by this process, that always ends:
-    FINISHED, FAILED (error tagged) or KILLED.
+    FINISHED, FAILED (error tagged) or KILLED. A new run starts at ``started_ms`` (ms since
+    the epoch; default now): when its job started, which may be before its record opens.
 
     Whatever failed first, the run is ended FAILED whenever the store can still write. A
     store or disk failure becomes :class:`StoreFailed` (one line); if even the run's end
@@ -133,15 +135,12 @@ def _tracked_run(
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_S)
         mlflow.set_system_metrics_samples_before_logging(SYSTEM_METRICS_SAMPLES_PER_LOG)
     with deferred(), store_errors(uri):
-        run = mlflow.start_run(
-            run_id=run_id,
-            experiment_id=experiment_id,
-            run_name=run_name,
-            tags={**tags, **owner_tags()},
-            parent_run_id=parent_run_id,
-            log_system_metrics=system_metrics,
-        )
-        if run_id is not None:
+        resumed = run_id is not None
+        if not resumed:  # created with its start time, then made this thread's active run
+            tags = {**tags, **owner_tags()}
+            run_id = _created_run(experiment_id, run_name, tags, parent_run_id, started_ms)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=system_metrics)
+        if resumed:
             mlflow.set_tags(owner_tags())  # a resumed run has a new owner
     try:
         yield run
@@ -159,6 +158,27 @@ def _tracked_run(
         raise StoreFailed(_with_close_hint(problem or str(error), run, ended)) from error
     if not _end_run(RunStatus.to_string(RunStatus.FINISHED)):
         raise StoreFailed(_with_close_hint("cannot record the run's end", run, ended=False))
+
+
+def _created_run(
+    experiment_id: str,
+    run_name: str | None,
+    tags: dict[str, str],
+    parent_run_id: str | None,
+    started_ms: int | None,
+) -> str:
+    """Create a run in ``experiment_id`` that started at ``started_ms`` (None: now), with
+    ``tags`` and those MLflow puts on a run it starts itself (source, user, git), a child
+    of ``parent_run_id`` if given; return its id."""
+    from mlflow import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
+
+    if parent_run_id is not None:
+        tags = {**tags, "mlflow.parentRunId": parent_run_id}
+    created = MlflowClient().create_run(
+        experiment_id, start_time=started_ms, tags=resolve_tags(tags), run_name=run_name
+    )
+    return created.info.run_id
 
 
 def _end_run(status: str, error: BaseException | None = None, reason: str = "") -> bool:
@@ -317,11 +337,19 @@ class RunRecorder:
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         parent_run_id: str | None = None,
+        started_at: float | None = None,
     ) -> Iterator[RunRecorder]:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
         owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given,
-        its system metrics recorded if ``tracking.system_metrics`` is on."""
-        with cls._opened_by(tracking_cfg, run_name, dict(tags or {}), parent_run_id) as recorder:
+        its system metrics recorded if ``tracking.system_metrics`` is on. Its start time
+        is ``started_at`` (a ``time.perf_counter()`` reading: when its job started) or
+        now, though its record opens only once training starts (or something waits)."""
+        started_ms = None
+        if started_at is not None:
+            started_ms = int((time.time() - (time.perf_counter() - started_at)) * 1000)
+        with cls._opened_by(
+            tracking_cfg, run_name, dict(tags or {}), parent_run_id, started_ms=started_ms
+        ) as recorder:
             yield recorder
 
     @classmethod
@@ -342,11 +370,12 @@ class RunRecorder:
         tags: dict[str, str],
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        started_ms: int | None = None,
     ) -> Iterator[RunRecorder]:
         """Open the run on its writer thread (not waiting for it) and end it there when
         the block ends, as :func:`_tracked_run` does, raising what the end raises."""
         writer = RunWriter(held=True)
-        opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id)
+        opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id, started_ms)
         recorder = cls(writer, opened)
         try:
             yield recorder
@@ -486,6 +515,7 @@ def _open_run(
     tags: dict[str, str],
     parent_run_id: str | None,
     run_id: str | None,
+    started_ms: int | None,
 ) -> tuple[Any, str, str]:
     """Open the run (on the writer's thread): its :func:`_tracked_run` context, entered,
     with the run's id and its experiment's. A new run without a ``name`` gets a readable
@@ -500,6 +530,7 @@ def _open_run(
         parent_run_id,
         run_id=run_id,
         system_metrics=_system_metrics(tracking_cfg),
+        started_ms=started_ms,
     )
     run = context.__enter__()
     return context, run.info.run_id, experiment_id

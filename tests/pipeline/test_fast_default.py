@@ -86,6 +86,15 @@ def test_a_default_sweep_runs_on_jax_times_each_job_alone_and_trains_as_alone(
         artifacts = {item.path for item in store.client().list_artifacts(run.info.run_id)}
         assert {"report", "config.yaml"} <= artifacts
         assert run.data.metrics["time/overhead_seconds"] > 0
+    # A run starts when its job did, not when its record opened (as training began): a
+    # single run at the process's launch, a sweep's job when it was handed over, after
+    # its sweep's parent (whose children are counted from its start).
+    single_seconds = (single.info.end_time - single.info.start_time) / 1000
+    metrics = single.data.metrics
+    assert single_seconds >= metrics["time/startup_seconds"] + metrics["time/fit_seconds"]
+    (parent,) = [run for run in runs.values() if run.data.tags.get("sweep.role") == "parent"]
+    assert all(job.info.start_time >= parent.info.start_time for job in jobs)
+    assert "2 finished, 0 failed" in swept.stdout
     first, second = jobs
     # The second job's start-up is its own: from its start, not from the sweep's.
     first_seconds = (first.info.end_time - first.info.start_time) / 1000
