@@ -50,7 +50,7 @@ def task(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        return _run(cfg, hydra_cfg, in_sweep, (started_at, handed_over_at))
+        return _run(cfg, hydra_cfg, in_sweep, started_at, handed_over_at)
     except ConfigError as error:
         exit_with_error(str(error))
     except Exception as error:
@@ -69,7 +69,11 @@ def _reason(error: Exception) -> str:
 
 
 def _run(
-    cfg: DictConfig, hydra_cfg: DictConfig, in_sweep: bool, started: tuple[float, float]
+    cfg: DictConfig,
+    hydra_cfg: DictConfig,
+    in_sweep: bool,
+    started_at: float,
+    handed_over_at: float,
 ) -> float:
     typed = validate(cfg)
     check_store(typed.tracking.uri)
@@ -114,8 +118,8 @@ def _run(
         parallel_jobs=parallel_jobs,
         rerun_of=rerun_of,
         context=context,
-        started_at=started[0],
-        handed_over_at=started[1],
+        started_at=started_at,
+        handed_over_at=handed_over_at,
         # Only the launching process waits for its jobs' last writes before the leaderboard.
         finish_in_background=in_sweep and in_launching_process(),
     )

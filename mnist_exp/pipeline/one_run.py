@@ -29,7 +29,6 @@ from mnist_exp.results.summary import job_summary, run_summary
 from mnist_exp.tracking.provenance import source_provenance
 from mnist_exp.tracking.recorder import RunRecorder, note_and_tags
 from mnist_exp.tracking.run_details import RunDetails
-from mnist_exp.tracking.run_writer import after_next_training_starts, note_training_started
 from mnist_exp.tracking.store import DEFAULT_STORE, ui_hint
 from mnist_exp.tracking.sweep_record import DIGEST_TAG, TRIAL_STATE_TAG
 from mnist_exp.training.checkpoint import (
@@ -72,7 +71,6 @@ def run_one(
     """
     run_name = cfg.tracking.run_name or job_run_name(job.overrides, job.job_num, job.context)
     with _recorded_run(cfg, splits, job, run_name, resume_from) as recorder:
-        recorder.finish_in_background = job.finish_in_background
         try:
             runtime = prepare_runtime(cfg.train, cfg.seed, job.parallel_jobs)
             recorder.set_tags(runtime.tags())
@@ -89,14 +87,13 @@ def run_one(
             raise RunInterrupted(_resume_hint(cfg, job, recorder.run_id, resume_from)) from None
         report = score_test_set(model, splits)
         if job.finish_in_background:
-            recorder.hold_writes_until(after_next_training_starts())
+            recorder.hand_over()
         recorder.log_report(report, splits.x_test, fitted.history)
         registered = None
         if cfg.tracking.log_model:
             # In a sweep, the sweep registers its best child instead of every job.
             registered = recorder.log_model(model, None if job.sweep else cfg.tracking.register_as)
-        handed_over = time.perf_counter() if job.finish_in_background else None
-        recorder.log_overhead(job.started_at, fit_seconds, handed_over)
+        recorder.log_overhead(job.started_at, fit_seconds)
     if job.sweep:
         print(job_summary(report, fitted, f"sweep job {job.job_num} ({run_name})", recorder.run_id))
     else:
@@ -202,8 +199,9 @@ def _train(
         log_learning_rate=cfg.optimizer.schedule != "constant",
         write_with=checkpoint,  # logged and checkpointed together, or neither
     )
+    # MLflow's work (importing it, opening the run) starts with training, beside it.
     started = keras.callbacks.LambdaCallback(
-        on_train_begin=lambda logs: _training_started(recorder)
+        on_train_begin=lambda logs: recorder.training_started()
     )
     callbacks: list[keras.callbacks.Callback] = [clock, started]
     pruning = _trial_pruning(job.context) if job.sweep else None
@@ -216,13 +214,6 @@ def _train(
     if pruning is not None and pruning.stopped_after is not None:
         recorder.set_tags({TRIAL_STATE_TAG: "PRUNED"})  # the run itself ends FINISHED
     return fitted, timings["fit_seconds"]
-
-
-def _training_started(recorder: RunRecorder) -> None:
-    """Training began: MLflow's work (importing it, opening the run) and an earlier sweep
-    job's report and model may now share the CPU with it."""
-    recorder.start_writing()
-    note_training_started()
 
 
 def _trial_pruning(context: SweepContext) -> StopWhenTold | None:

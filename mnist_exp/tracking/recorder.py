@@ -16,7 +16,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -40,7 +40,12 @@ from mnist_exp.tracking.provenance import (
     pinned_versions,
 )
 from mnist_exp.tracking.run_table import NOTE_TAG
-from mnist_exp.tracking.run_writer import RunWriter, finish_later
+from mnist_exp.tracking.run_writer import (
+    RunWriter,
+    after_next_training_starts,
+    finish_later,
+    note_training_started,
+)
 from mnist_exp.tracking.store import (
     GC_COMMAND,
     absolute_store_uri,
@@ -299,29 +304,29 @@ class RunRecorder:
     (:meth:`log_epoch`), final metrics, the test report (:meth:`log_report`) and the model
     (:meth:`log_model`).
 
-    Writes go to the run's own thread in that order, from :meth:`start_writing` on (or
+    Writes go to the run's own thread in that order, from :meth:`training_started` on (or
     from the first thing that waits: :meth:`log_epoch`, :attr:`run_id`, a registration,
-    the block's end); the block's end waits for them all, unless
-    :attr:`finish_in_background` is set (a sweep job: the report, model and end are written
+    the block's end); the block's end waits for them all, unless the run was handed over
+    (:meth:`hand_over`: a sweep job, whose report, model and end are written
     while the next job starts, and the sweep waits for them before its leaderboard).
     """
 
     def __init__(self, writer: RunWriter, opened: Future) -> None:
         self._writer = writer
         self._opened = opened  # the run's context, run id and experiment id, once open
-        self.finish_in_background = False
+        self._handed_over_at: float | None = None  # see hand_over
 
     @property
     def run_id(self) -> str:
         """The run's id (waits until the run is open)."""
-        return self._open_run()[1]
+        return self._opened_run()[1]
 
     @property
     def experiment_id(self) -> str:
         """The id of the run's experiment (waits until the run is open)."""
-        return self._open_run()[2]
+        return self._opened_run()[2]
 
-    def _open_run(self) -> tuple[Any, str, str]:
+    def _opened_run(self) -> tuple[Any, str, str]:
         self._writer.start()
         with deferred():
             error = self._opened.exception()
@@ -373,7 +378,8 @@ class RunRecorder:
         started_ms: int | None = None,
     ) -> Iterator[RunRecorder]:
         """Open the run on its writer thread (not waiting for it) and end it there when
-        the block ends, as :func:`_tracked_run` does, raising what the end raises."""
+        the block ends, as :func:`_tracked_run` does, raising what the end raises. The
+        writes wait for training to start (:meth:`training_started`)."""
         writer = RunWriter(held=True)
         opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id, started_ms)
         recorder = cls(writer, opened)
@@ -381,21 +387,15 @@ class RunRecorder:
             yield recorder
             raise_if_received()  # an interrupt some library swallowed: not finished
         except BaseException as error:
-            with deferred():
-                ending = writer.close(partial(_end, opened, error))
-                ending.exception()
-            ended_with = ending.exception()
+            ended_with = _waited(writer.close(partial(_end, opened, error)))
             if ended_with is None or ended_with is error:
                 raise
             raise ended_with from error
         ending = writer.close(partial(_end, opened, None))
-        if recorder.finish_in_background and not opened.exception():
+        if recorder._handed_over_at is not None and not opened.exception():
             finish_later(ending, recorder.run_id, f"run {recorder.run_id}")
-            return
-        with deferred():
-            ending.exception()
-        if ending.exception() is not None:
-            raise ending.exception()
+        elif (error := _waited(ending)) is not None:
+            raise error
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         """Tag the run (a tag set again takes the new value)."""
@@ -462,13 +462,12 @@ class RunRecorder:
         """Log metrics that have one value per run (no step)."""
         self._writer.post(_log_metrics, dict(metrics))
 
-    def log_overhead(
-        self, job_started_at: float, fit_seconds: float, handed_over_at: float | None = None
-    ) -> None:
+    def log_overhead(self, job_started_at: float, fit_seconds: float) -> None:
         """Log ``time/overhead_seconds``: the job's time outside training, from
-        ``job_started_at`` (a ``time.perf_counter()``) to ``handed_over_at`` (when a sweep
-        job handed its run's last writes to the background), or else to when this write
-        runs, after every write before it, less ``fit_seconds``."""
+        ``job_started_at`` (a ``time.perf_counter()``) to when the run was handed over
+        (:meth:`hand_over`), or else to when this write runs, after every write before it,
+        less ``fit_seconds``."""
+        handed_over_at = self._handed_over_at
 
         def write() -> None:
             ended = handed_over_at if handed_over_at is not None else time.perf_counter()
@@ -477,15 +476,20 @@ class RunRecorder:
 
         self._writer.post(write)
 
-    def start_writing(self) -> None:
-        """Open the run and write what was asked for so far, from now on in the
-        background: call it as training starts. Until then (or until something waits for
-        the store), MLflow is not even imported, so start-up keeps the interpreter."""
+    def training_started(self) -> None:
+        """Training began: open the run and write what was asked for so far, from now on
+        in the background (until then, MLflow is not even imported, so start-up keeps the
+        interpreter), and let an earlier sweep job's handed-over writes go ahead."""
         self._writer.start()
+        note_training_started()
 
-    def hold_writes_until(self, wait: Callable[[], None]) -> None:
-        """Let the writes asked for after this one start only once ``wait()`` returns."""
-        self._writer.post(wait)
+    def hand_over(self) -> None:
+        """Let the rest of this run (a sweep job's report, model and end) be written in the
+        background once the next job of this process trains, rather than wait for it
+        when the block ends; :func:`~mnist_exp.tracking.run_writer.finish_pending` waits
+        for it. The job's time outside training is counted to now (:meth:`log_overhead`)."""
+        self._handed_over_at = time.perf_counter()
+        self._writer.post(after_next_training_starts())
 
     def log_report(
         self,
@@ -507,6 +511,12 @@ class RunRecorder:
             return None
         with deferred():
             return self._writer.call(_log_model, model, register_as)
+
+
+def _waited(future: Future) -> BaseException | None:
+    """Wait for ``future`` with interrupts held; the exception it ended with, if any."""
+    with deferred():
+        return future.exception()
 
 
 def _open_run(
