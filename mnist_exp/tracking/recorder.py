@@ -379,11 +379,16 @@ class RunRecorder:
     ) -> Iterator[RunRecorder]:
         """Open the run on its writer thread (not waiting for it) and end it there when
         the block ends, as :func:`_tracked_run` does, raising what the end raises. The
-        writes wait for training to start (:meth:`training_started`)."""
-        writer = RunWriter(held=True)
+        writes wait for training to start (:meth:`training_started`), unless system
+        metrics are on: then the run is open before the block starts, so that their monitor
+        samples the whole job."""
+        monitored = _system_metrics(tracking_cfg)
+        writer = RunWriter(held=not monitored)
         opened = writer.post(_open_run, tracking_cfg, name, tags, parent_run_id, run_id, started_ms)
         recorder = cls(writer, opened)
         try:
+            if monitored:
+                recorder._opened_run()
             yield recorder
             raise_if_received()  # an interrupt some library swallowed: not finished
         except BaseException as error:
