@@ -7,12 +7,15 @@ columns since MLflow 1.9; this adapter reads them with :mod:`sqlite3` in read-on
 in about a tenth of the time, and returns exactly what the search returns (a test
 compares both on a store MLflow wrote). Where the schema is not as expected (a future
 MLflow), :func:`read_runs` returns None and the caller uses MLflow's search.
+:func:`latest_run_tagged` answers one question the same way, without importing MLflow
+(about 2.5 s): a grid sweep's launcher asks it whether an earlier attempt left a parent.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,38 @@ def read_runs(database: Path, experiment: str) -> list[StoredRunRecord] | None:
             return _read(db, int(experiments[experiment]))
     except (sqlite3.Error, ValueError):
         return None
+
+
+class UnreadableStore(Exception):
+    """The store's tables are not the ones this adapter knows: ask MLflow instead."""
+
+
+def latest_run_tagged(database: Path, experiment: str, tags: Mapping[str, str]) -> str | None:
+    """The id of the most recently started active run of the active experiment named
+    ``experiment`` that has all of ``tags``; None when there is none (no such run, no such
+    experiment, no database file yet). :class:`UnreadableStore` when the tables are not
+    the ones this adapter knows."""
+    if not database.is_file():
+        return None
+    matches = " ".join(
+        "AND EXISTS (SELECT 1 FROM tags WHERE tags.run_uuid = runs.run_uuid "
+        "AND tags.key = ? AND tags.value = ?)"
+        for _ in tags
+    )
+    query = (
+        "SELECT runs.run_uuid FROM runs JOIN experiments "
+        "ON runs.experiment_id = experiments.experiment_id "
+        "WHERE experiments.name = ? AND experiments.lifecycle_stage = 'active' "
+        f"AND runs.lifecycle_stage = 'active' {matches} "
+        "ORDER BY runs.start_time DESC LIMIT 1"
+    )
+    arguments = [experiment, *(item for pair in tags.items() for item in pair)]
+    try:
+        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute(query, arguments).fetchone()
+    except (sqlite3.Error, ValueError) as error:
+        raise UnreadableStore(str(error)) from error
+    return found[0] if found else None
 
 
 def _read(db: sqlite3.Connection, experiment_id: int) -> list[StoredRunRecord]:

@@ -21,7 +21,7 @@ from mnist_exp.cli.run import main as run_main
 from mnist_exp.cli.runs import main as runs_main
 from mnist_exp.config.schema import ConfigError
 from mnist_exp.tracking.run_table import record_of, runs_frame
-from mnist_exp.tracking.sqlite_runs import read_runs
+from mnist_exp.tracking.sqlite_runs import UnreadableStore, latest_run_tagged, read_runs
 
 COMMON = ["train.epochs=1", "train.verbose=0", "train.checkpoint=false"]
 
@@ -130,6 +130,29 @@ def test_the_sqlite_reader_steps_aside_for_a_schema_it_does_not_know(tmp_path):
     with sqlite3.connect(database) as db:
         db.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
     assert read_runs(database, "mnist") is None
+
+
+def test_the_sqlite_reader_finds_the_latest_run_tagged_as_mlflows_search_does(runs, tmp_path):
+    client = runs.store.client()
+    experiment = client.get_experiment_by_name("mnist").experiment_id
+    database = Path(runs.store.uri.removeprefix("sqlite:///"))
+    for tags in ({"sweep.role": "parent"}, {"idea": "wd"}, {"idea": "wd", "sweep.job_num": "2"}):
+        (searched,) = client.search_runs(
+            [experiment],
+            filter_string=" AND ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        assert latest_run_tagged(database, "mnist", tags) == searched.info.run_id
+    assert latest_run_tagged(database, "mnist", {"sweep.role": "parent"}) == runs.parent
+    assert latest_run_tagged(database, "mnist", {"idea": "wd", "ticket": "42"}) is None
+    assert latest_run_tagged(database, "no such experiment", {"idea": "wd"}) is None
+    assert latest_run_tagged(tmp_path / "not yet.db", "mnist", {"idea": "wd"}) is None
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE experiments (experiment_id INTEGER, name TEXT)")
+    with pytest.raises(UnreadableStore):
+        latest_run_tagged(other, "mnist", {"idea": "wd"})
 
 
 def test_ls_table_lists_the_keys_that_differ_and_the_accuracies(runs):
