@@ -142,7 +142,7 @@ def _recorded_run(
         with RunRecorder.resume(cfg.tracking, resume_from.run_id) as recorder:
             yield recorder
         return
-    parent_run_id = job.context.parent_run_id if job.sweep else None
+    parent_run_id = job.context.parent_run() if job.sweep else None
     with RunRecorder.start(
         cfg.tracking,
         run_name,

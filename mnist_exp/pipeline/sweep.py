@@ -4,7 +4,10 @@
 In the launching process, before any job starts, it validates every job of a grid sweep,
 creates the experiment (so parallel jobs never race to create the SQLite store) and the
 parent run. Each job gets the parent's run id (an id that cannot collide, unlike a
-folder named by the time) through its environment and logs as a child. When the
+folder named by the time) through its environment and logs as a child. A new grid sweep
+whose jobs run one by one in the launching process leaves the parent to its first job,
+which creates it as its training starts
+(:class:`~mnist_exp.tracking.sweep_record.ParentOnDemand`): no MLflow before then. When the
 sweep ends, the callback ranks the children, prints the leaderboard, logs it to the parent
 and tags the best child. The parent run's record is
 :class:`mnist_exp.tracking.sweep_record.SweepRecorder`'s; MLflow is imported only when a
@@ -38,7 +41,7 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -57,10 +60,13 @@ from mnist_exp.tracking.run_writer import finish_pending, finishing_runs
 from mnist_exp.tracking.store import ui_hint
 from mnist_exp.tracking.sweep_record import (
     TRIAL_STATE_TAG,
+    ParentOnDemand,
     SweepRecorder,
     end_open_sweeps,
     finished_child,
+    open_on_demand,
     open_sweeps,
+    parent_on_demand_id,
     register_command,
 )
 
@@ -73,9 +79,11 @@ if TYPE_CHECKING:
 # Params a run logs beside its config, counted from the model (see one_run.run_one).
 PARAM_COUNT_KEYS = ("model.total_params", "model.trainable_params")
 OPTUNA_SWEEPER = "hydra_plugins.mnist_exp_optuna.optuna_sweeper.OptunaSweeper"
+BASIC_LAUNCHER = "hydra._internal.core_plugins.basic_launcher.BasicLauncher"
 # What a sweep tells each of its jobs, through hydra.job.env_set (any launcher, any
 # process); read once, where a job starts, into a SweepContext.
-PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep
+PARENT_RUN_ENV = "MNIST_EXP_SWEEP_PARENT_RUN"  # set in every job of a sweep: the parent's id,
+PARENT_ON_DEMAND = "on-demand"  # or this: its first job creates it (see ParentOnDemand)
 TRIAL_ENV = "MNIST_EXP_OPTUNA_TRIAL"  # set in every job of an Optuna sweep: its trial number
 RESUMED_ENV = "MNIST_EXP_SWEEP_RESUMED"  # set in every job of a grid sweep whose parent is reused
 VARIES_ENV = "MNIST_EXP_SWEEP_VARIES"  # set in every job of a sweep: the keys it varies
@@ -111,7 +119,8 @@ class SweepContext:
     launcher gave it (:meth:`from_environment`, where the job starts) and passed down.
     Outside a sweep every field is empty."""
 
-    parent_run_id: str | None = None  # the sweep's MLflow parent run
+    parent_run_id: str | None = None  # the sweep's MLflow parent run, if it exists yet
+    parent_on_demand: bool = False  # created by this process's first job (see parent_run)
     varies: tuple[str, ...] | None = None  # the keys the sweep varies (None: no sweep)
     resumed: bool = False  # a continued grid: a finished config is skipped
     trial: str | None = None  # an Optuna trial's number
@@ -124,8 +133,10 @@ class SweepContext:
     def from_environment(cls, env: Mapping[str, str]) -> SweepContext:
         """The context a sweep passed its job in ``env`` (``hydra.job.env_set``)."""
         varies = env.get(VARIES_ENV)
+        parent = env.get(PARENT_RUN_ENV) or None
         return cls(
-            parent_run_id=env.get(PARENT_RUN_ENV) or None,
+            parent_run_id=None if parent == PARENT_ON_DEMAND else parent,
+            parent_on_demand=parent == PARENT_ON_DEMAND,
             varies=None if varies is None else tuple(k for k in varies.split(",") if k),
             resumed=bool(env.get(RESUMED_ENV)),
             trial=env.get(TRIAL_ENV) or None,
@@ -135,14 +146,22 @@ class SweepContext:
             launch_dir=env.get(LAUNCH_DIR_ENV) or None,
         )
 
+    def parent_run(self) -> str | Callable[[], str] | None:
+        """The parent run's id or, where the job's run is to create it, the function that
+        does (once) and returns its id."""
+        return parent_on_demand_id if self.parent_on_demand else self.parent_run_id
+
 
 class SweepCallback(Callback):
     """Hydra callback that groups a multirun's jobs under one MLflow parent run."""
 
-    progress: ProgressSource | None = None  # set when a multirun starts
+    progress: ProgressSource | None = None  # set when a multirun starts (or its parent opens)
+    _on_demand: ParentOnDemand | None = None  # the parent, when its first job creates it
+    _total = 0  # jobs in the whole sweep (see sweep_size)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Validate all grid jobs, create the experiment and the parent run.
+        """Validate all grid jobs, create the experiment and the parent run (or leave it
+        to the first job, see the module's docstring).
 
         A config error ends the process here (Hydra would only warn about an exception
         raised by a callback and start the jobs anyway).
@@ -179,24 +198,34 @@ class SweepCallback(Callback):
                 earlier = None
             reopened = SweepRecorder.reopen(typed.tracking, earlier, documents) if earlier else None
             varies = swept_keys(config)
-            parent = reopened or SweepRecorder.open(
-                typed.tracking,
-                sweep_dir=str(config.hydra.sweep.dir),
-                sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
-                documents=documents,
-                fingerprint=fingerprint,
-                varies=", ".join(_short_keys(varies).values()),
+            new_parent = partial(
+                _announced,
+                partial(
+                    SweepRecorder.open,
+                    typed.tracking,
+                    sweep_dir=str(config.hydra.sweep.dir),
+                    sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+                    documents=documents,
+                    fingerprint=fingerprint,
+                    varies=", ".join(_short_keys(varies).values()),
+                    started_ms=int(time.time() * 1000),
+                ),
+                str(config.hydra.sweep.dir),
             )
-            if search is not None:
-                search.remember_parent_run(parent.run_id)
-            self.progress = ProgressSource(
-                uri=parent.uri,
-                experiment_id=parent.experiment_id,
-                parent_run_id=parent.run_id,
-                started_ms=parent.started_ms,
-                total=sweep_size(config),
-                launcher_pid=os.getpid(),
-            )
+            self._total = sweep_size(config)
+            if reopened is None and search is None and _jobs_run_here(config):
+                # The first job creates the parent as its training starts (see
+                # ParentOnDemand); nothing else here needs MLflow.
+                self._on_demand = open_on_demand(new_parent)
+                parent_run_id = PARENT_ON_DEMAND
+            else:
+                parent = reopened or new_parent()
+                if reopened is not None:
+                    _announce(parent, str(config.hydra.sweep.dir), continued=True)
+                if search is not None:
+                    search.remember_parent_run(parent.run_id)
+                self.progress = _progress_source(parent, self._total)
+                parent_run_id = parent.run_id
             global _launcher_pid
             _launcher_pid = os.getpid()
         except ConfigError as error:
@@ -205,23 +234,23 @@ class SweepCallback(Callback):
         # any process), and Hydra sets hydra.job.env_set in the job's environment.
         with read_write(config.hydra.overrides):
             config.hydra.overrides.hydra.append(
-                f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent.run_id}"
+                f"++hydra.job.env_set.{PARENT_RUN_ENV}={parent_run_id}"
             )
             if reopened is not None and fingerprint is not None:
                 config.hydra.overrides.hydra.append(f"++hydra.job.env_set.{RESUMED_ENV}=1")
             config.hydra.overrides.hydra.append(
                 f"++hydra.job.env_set.{VARIES_ENV}={quoted(','.join(varies))}"
             )
-        print(
-            f"sweep: MLflow parent run {parent.run_id} for {config.hydra.sweep.dir}"
-            + (" (continued: jobs already FINISHED are skipped)" if reopened else ""),
-            file=sys.stderr,
-        )
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """In a multirun, print the sweep's progress where the job ran (see
         :func:`read_progress`): the live line in the launching process on a terminal, else
         a plain line. Nothing when the store cannot be read: progress never fails a job."""
+        if self.progress is None and self._on_demand is not None:
+            try:  # the first job created the parent, unless it failed before training
+                self.progress = _progress_source(self._on_demand.recorder(), self._total)
+            except Exception:
+                return
         if self.progress is None:
             return
         if (progress := read_progress(self.progress, finishing_runs())) is None:
@@ -236,6 +265,11 @@ class SweepCallback(Callback):
         leaderboard, tag the best child, close up."""
         finish_pending()
         _live_line.close()  # the leaderboard starts on a line of its own
+        if self._on_demand is not None:
+            try:  # a sweep whose every job failed before training has no parent yet
+                self._on_demand.recorder()
+            except ConfigError as error:
+                exit_with_error(str(error))
         # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
         grid = is_grid(config)
         for parent in open_sweeps():
@@ -262,6 +296,39 @@ class SweepCallback(Callback):
                 )
             )
         end_open_sweeps("FINISHED")
+
+
+def _jobs_run_here(config: DictConfig) -> bool:
+    """Whether the multirun's jobs run one after another in this process (Hydra's basic
+    launcher), rather than in processes of their own (joblib, Ray)."""
+    return config.hydra.launcher._target_ == BASIC_LAUNCHER
+
+
+def _announced(open_parent: Callable[[], SweepRecorder], sweep_dir: str) -> SweepRecorder:
+    """The new parent run ``open_parent`` creates, announced."""
+    parent = open_parent()
+    _announce(parent, sweep_dir, continued=False)
+    return parent
+
+
+def _announce(parent: SweepRecorder, sweep_dir: str, continued: bool) -> None:
+    print(
+        f"sweep: MLflow parent run {parent.run_id} for {sweep_dir}"
+        + (" (continued: jobs already FINISHED are skipped)" if continued else ""),
+        file=sys.stderr,
+    )
+
+
+def _progress_source(parent: SweepRecorder, total: int) -> ProgressSource:
+    """Where the progress of the sweep under ``parent`` (``total`` jobs) is read from."""
+    return ProgressSource(
+        uri=parent.uri,
+        experiment_id=parent.experiment_id,
+        parent_run_id=parent.run_id,
+        started_ms=parent.started_ms,
+        total=total,
+        launcher_pid=os.getpid(),
+    )
 
 
 _live_line = LiveLine()  # the launching process's progress line on a terminal

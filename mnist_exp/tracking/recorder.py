@@ -16,7 +16,7 @@ import logging
 import random
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from functools import partial
@@ -341,14 +341,15 @@ class RunRecorder:
         tracking_cfg: DictConfig,
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
-        parent_run_id: str | None = None,
+        parent_run_id: str | Callable[[], str] | None = None,
         started_at: float | None = None,
     ) -> Iterator[RunRecorder]:
         """A new run in the configured store and experiment, tagged ``tags`` (and with its
-        owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given,
-        its system metrics recorded if ``tracking.system_metrics`` is on. Its start time
-        is ``started_at`` (a ``time.perf_counter()`` reading: when its job started) or
-        now, though its record opens only once training starts (or something waits)."""
+        owner, see :mod:`mnist_exp.tracking.owner`), a child of ``parent_run_id`` if given
+        (a function: called as the run opens, it returns the id), its system metrics
+        recorded if ``tracking.system_metrics`` is on. Its start time is ``started_at`` (a
+        ``time.perf_counter()`` reading: when its job started) or now, though its record
+        opens only once training starts (or something waits)."""
         started_ms = None
         if started_at is not None:
             started_ms = int((time.time() - (time.perf_counter() - started_at)) * 1000)
@@ -373,7 +374,7 @@ class RunRecorder:
         tracking_cfg: DictConfig,
         name: str | None,
         tags: dict[str, str],
-        parent_run_id: str | None = None,
+        parent_run_id: str | Callable[[], str] | None = None,
         run_id: str | None = None,
         started_ms: int | None = None,
     ) -> Iterator[RunRecorder]:
@@ -528,7 +529,7 @@ def _open_run(
     tracking_cfg: DictConfig,
     name: str | None,
     tags: dict[str, str],
-    parent_run_id: str | None,
+    parent_run_id: str | Callable[[], str] | None,
     run_id: str | None,
     started_ms: int | None,
 ) -> tuple[Any, str, str]:
@@ -537,6 +538,8 @@ def _open_run(
     one."""
     if run_id is None and not name:
         name = readable_name()
+    if callable(parent_run_id):
+        parent_run_id = parent_run_id()  # a sweep's parent, created on demand: first
     experiment_id = open_experiment(tracking_cfg)
     context = _tracked_run(
         experiment_id,

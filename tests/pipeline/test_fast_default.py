@@ -6,10 +6,14 @@ and train exactly as they would alone."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
-from conftest import histories, run_cli, run_id_of
+from conftest import histories, in_process, run_cli, run_id_of, train_in_process
 
+from mnist_exp.cli.run import main as run_main
+from mnist_exp.tracking.recorder import RunRecorder
+from mnist_exp.tracking.sqlite_runs import latest_run_tagged
 from mnist_exp.training import devices
 from mnist_exp.training.devices import resolve_backend
 
@@ -106,3 +110,35 @@ def test_a_default_sweep_runs_on_jax_times_each_job_alone_and_trains_as_alone(
     # the same seed does alone in a fresh process.
     assert histories(store, second) == histories(store, single)
     assert second.data.metrics["final/test_accuracy"] == single.data.metrics["final/test_accuracy"]
+
+
+def test_a_sequential_grid_creates_its_parent_run_only_as_its_first_job_trains(
+    tmp_path, store, mnist_npz, monkeypatch
+):
+    """Nothing of MLflow's (its import, the store's opening: about 2.5 s) runs before a
+    sequential sweep's first job trains: its parent run is created beside that job's first
+    epoch, yet starts with the sweep, before its children, none of them counted skipped."""
+    common = [f"data.path={mnist_npz}", "train.epochs=1", "train.verbose=0", *store.overrides]
+    train_in_process(*common)  # a store that exists already: a parent could be found in it
+    database = Path(store.uri.removeprefix("sqlite:///"))
+    parent_when_training_started = []
+    training_started = RunRecorder.training_started
+
+    def noting_the_parent(recorder: RunRecorder) -> None:
+        parent = latest_run_tagged(database, "mnist", {"sweep.role": "parent"})
+        parent_when_training_started.append(parent)
+        training_started(recorder)
+
+    monkeypatch.setattr(RunRecorder, "training_started", noting_the_parent)
+    sweep = ["-m", "seed=1,2", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    done = in_process(run_main, [*sweep, *common])
+    assert done.returncode == 0, done.stderr
+    assert "2 finished, 0 failed" in done.stdout
+    (parent,) = [run for run in store.runs() if run.data.tags.get("sweep.role") == "parent"]
+    assert parent_when_training_started == [None, parent.info.run_id]
+    assert f"sweep: MLflow parent run {parent.info.run_id}" in done.stderr
+    children = store.sweep_children()
+    assert len(children) == 2
+    assert all(child.info.start_time >= parent.info.start_time for child in children)
+    assert parent.data.tags["sweep.skipped_jobs"] == "0"
+    assert parent.data.tags["best_run_id"] in {child.info.run_id for child in children}
