@@ -2,11 +2,11 @@
 
 :class:`SweepCallback` is a Hydra callback (see ``hydra.callbacks`` in ``conf/config.yaml``).
 In the launching process, before any job starts, it validates every job of a grid sweep,
-creates the experiment (so parallel jobs never race to create the SQLite store) and the
-parent run. Each job gets the parent's run id (an id that cannot collide, unlike a
+creates the experiment (so that parallel jobs never race to create the SQLite store) and
+the parent run. Each job gets the parent's run id (an id that cannot collide, unlike a
 folder named by the time) through its environment and logs as a child. A new grid sweep
-whose jobs run one by one in the launching process leaves the parent to its first job,
-which creates it as its training starts
+whose jobs run one by one in the launching process leaves the experiment and the parent
+to its first job, which creates them as its training starts
 (:class:`~mnist_exp.tracking.sweep_record.ParentOnDemand`): no MLflow before then. When the
 sweep ends, the callback ranks the children, prints the leaderboard, logs it to the parent
 and tags the best child. The parent run's record is
@@ -102,8 +102,9 @@ JOB_NUM_TAG = "sweep.job_num"  # on every child (see one_run): its job's number
 @dataclass(frozen=True)
 class ProgressSource:
     """Where a sweep's progress is read from and what it is measured against: learnt in
-    the launching process before any job starts, and pickled with the callback into the
-    processes that run the jobs (joblib, Ray)."""
+    the launching process before any job starts (or, for a parent created on demand, when
+    the first job ends), and pickled with the callback into the processes that run the jobs
+    (joblib, Ray)."""
 
     uri: str  # the store
     experiment_id: str
@@ -158,6 +159,7 @@ class SweepCallback(Callback):
     progress: ProgressSource | None = None  # set when a multirun starts (or its parent opens)
     _on_demand: ParentOnDemand | None = None  # the parent, when its first job creates it
     _total = 0  # jobs in the whole sweep (see sweep_size)
+    _sweep_dir = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Validate all grid jobs, create the experiment and the parent run (or leave it
@@ -199,19 +201,16 @@ class SweepCallback(Callback):
             reopened = SweepRecorder.reopen(typed.tracking, earlier, documents) if earlier else None
             varies = swept_keys(config)
             new_parent = partial(
-                _announced,
-                partial(
-                    SweepRecorder.open,
-                    typed.tracking,
-                    sweep_dir=str(config.hydra.sweep.dir),
-                    sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
-                    documents=documents,
-                    fingerprint=fingerprint,
-                    varies=", ".join(_short_keys(varies).values()),
-                    started_ms=int(time.time() * 1000),
-                ),
-                str(config.hydra.sweep.dir),
+                SweepRecorder.open,
+                typed.tracking,
+                sweep_dir=str(config.hydra.sweep.dir),
+                sweeper=str(config.hydra.sweeper._target_).rsplit(".", 1)[-1],
+                documents=documents,
+                fingerprint=fingerprint,
+                varies=", ".join(_short_keys(varies).values()),
+                started_ms=int(time.time() * 1000),
             )
+            self._sweep_dir = str(config.hydra.sweep.dir)
             self._total = sweep_size(config)
             if reopened is None and search is None and _jobs_run_here(config):
                 # The first job creates the parent as its training starts (see
@@ -220,11 +219,9 @@ class SweepCallback(Callback):
                 parent_run_id = PARENT_ON_DEMAND
             else:
                 parent = reopened or new_parent()
-                if reopened is not None:
-                    _announce(parent, str(config.hydra.sweep.dir), continued=True)
+                self._opened(parent, continued=reopened is not None)
                 if search is not None:
                     search.remember_parent_run(parent.run_id)
-                self.progress = _progress_source(parent, self._total)
                 parent_run_id = parent.run_id
             global _launcher_pid
             _launcher_pid = os.getpid()
@@ -242,13 +239,23 @@ class SweepCallback(Callback):
                 f"++hydra.job.env_set.{VARIES_ENV}={quoted(','.join(varies))}"
             )
 
+    def _opened(self, parent: SweepRecorder, continued: bool) -> None:
+        """Say which parent run the sweep has (``continued``: an earlier attempt's), and
+        read the sweep's progress from it from now on."""
+        print(
+            f"sweep: MLflow parent run {parent.run_id} for {self._sweep_dir}"
+            + (" (continued: jobs already FINISHED are skipped)" if continued else ""),
+            file=sys.stderr,
+        )
+        self.progress = _progress_source(parent, self._total)
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         """In a multirun, print the sweep's progress where the job ran (see
         :func:`read_progress`): the live line in the launching process on a terminal, else
         a plain line. Nothing when the store cannot be read: progress never fails a job."""
         if self.progress is None and self._on_demand is not None:
-            try:  # the first job created the parent, unless it failed before training
-                self.progress = _progress_source(self._on_demand.recorder(), self._total)
+            try:  # created by the job's run (or now, if the job failed before it opened)
+                self._opened(self._on_demand.recorder(), continued=False)
             except Exception:
                 return
         if self.progress is None:
@@ -265,9 +272,9 @@ class SweepCallback(Callback):
         leaderboard, tag the best child, close up."""
         finish_pending()
         _live_line.close()  # the leaderboard starts on a line of its own
-        if self._on_demand is not None:
-            try:  # a sweep whose every job failed before training has no parent yet
-                self._on_demand.recorder()
+        if self.progress is None and self._on_demand is not None:
+            try:  # on_job_end could not create it: say why, in one line
+                self._opened(self._on_demand.recorder(), continued=False)
             except ConfigError as error:
                 exit_with_error(str(error))
         # Only a grid sweep skips configs; Optuna may try the same config twice, on purpose.
@@ -302,21 +309,6 @@ def _jobs_run_here(config: DictConfig) -> bool:
     """Whether the multirun's jobs run one after another in this process (Hydra's basic
     launcher), rather than in processes of their own (joblib, Ray)."""
     return config.hydra.launcher._target_ == BASIC_LAUNCHER
-
-
-def _announced(open_parent: Callable[[], SweepRecorder], sweep_dir: str) -> SweepRecorder:
-    """The new parent run ``open_parent`` creates, announced."""
-    parent = open_parent()
-    _announce(parent, sweep_dir, continued=False)
-    return parent
-
-
-def _announce(parent: SweepRecorder, sweep_dir: str, continued: bool) -> None:
-    print(
-        f"sweep: MLflow parent run {parent.run_id} for {sweep_dir}"
-        + (" (continued: jobs already FINISHED are skipped)" if continued else ""),
-        file=sys.stderr,
-    )
 
 
 def _progress_source(parent: SweepRecorder, total: int) -> ProgressSource:

@@ -83,7 +83,7 @@ def latest_run_tagged(database: Path, experiment: str, tags: Mapping[str, str]) 
         "ON runs.experiment_id = experiments.experiment_id "
         "WHERE experiments.name = ? AND experiments.lifecycle_stage = 'active' "
         f"AND runs.lifecycle_stage = 'active' {matches} "
-        "ORDER BY runs.start_time DESC LIMIT 1"
+        "ORDER BY runs.start_time DESC, runs.run_uuid LIMIT 1"
     )
     arguments = [experiment, *(item for pair in tags.items() for item in pair)]
     try:

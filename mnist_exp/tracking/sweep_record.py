@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
+from mnist_exp.interrupts import deferred
 from mnist_exp.quiet import registry_notes_filtered
 from mnist_exp.results.leaderboard import JobResult, Leaderboard, write_leaderboard
 from mnist_exp.results.metric_names import OBJECTIVE, SWEEP, TEST_ACCURACY, read
@@ -96,10 +97,10 @@ class SweepRecorder:
             parent = client.create_run(
                 experiment_id, start_time=started_ms, run_name=name, tags=resolve_tags(tags)
             )
-        recorder = cls(parent.info.run_id, uri, experiment_id, started_ms)
-        _open_parents[recorder.run_id] = recorder
-        for name, text in documents.items():
-            client.log_text(recorder.run_id, text, name)
+            recorder = cls(parent.info.run_id, uri, experiment_id, started_ms)
+            _open_parents[recorder.run_id] = recorder  # ended on exit from here on
+            for name, text in documents.items():
+                client.log_text(recorder.run_id, text, name)
         return recorder
 
     @staticmethod
@@ -111,7 +112,7 @@ class SweepRecorder:
 
         wanted = {PARENT_TAG: "parent", FINGERPRINT_TAG: fingerprint}
         database = sqlite_path(str(tracking_cfg.uri))
-        if database is not None:
+        if database is not None and "?" not in str(tracking_cfg.uri):  # no URI parameters
             with suppress(UnreadableStore):
                 return latest_run_tagged(database, tracking_cfg.experiment, wanted)
         experiment_id = open_experiment(tracking_cfg)
@@ -273,19 +274,28 @@ class ParentOnDemand:
     The jobs of a sequential sweep run in the launching process, and the first of them
     needs the parent only when its own run opens, as training starts: MLflow then loads
     while that job trains, not before the sweep starts (about 2.5 s on two cores). Safe to
-    ask from any thread; a creation that failed is tried again by the next caller.
+    ask from any thread. A creation that failed is not tried again: every later caller
+    gets its error (one parent per sweep, or none).
     """
 
     def __init__(self, open_parent: Callable[[], SweepRecorder]) -> None:
         self._open_parent = open_parent
         self._lock = threading.Lock()
         self._recorder: SweepRecorder | None = None
+        self._failed: BaseException | None = None
 
     def recorder(self) -> SweepRecorder:
-        """The parent run, created now if it was not yet."""
+        """The parent run, created now if it was not yet; raises what its creation raised."""
         with self._lock:
-            if self._recorder is None:
-                self._recorder = self._open_parent()
+            if self._recorder is None and self._failed is None:
+                try:
+                    with deferred():  # a Ctrl-C cannot leave it created but unknown here
+                        self._recorder = self._open_parent()
+                except BaseException as error:
+                    self._failed = error
+            if self._failed is not None:
+                raise self._failed
+            assert self._recorder is not None
             return self._recorder
 
 

@@ -176,13 +176,17 @@ def test_joblib_runs_parallel_jobs_into_a_fresh_store_losing_nothing(store, swee
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_a_joblib_sweep_leaves_no_run_running(tmp_path, store, mnist_npz):
-    # The basic launcher: test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib"]], ids=["first-job-of-a-grid", "joblib"]
+)
+def test_ctrl_c_during_a_sweep_leaves_no_run_running(tmp_path, store, mnist_npz, launcher):
+    # Sequential: Ctrl-C in the first job, which created the parent as it started training
+    # (and in a later job: test_a_sweep_stopped_with_ctrl_c_is_finished_by_running_it_again).
     code, stderr = interrupt_during_training(
         [
             "-m",
             "model.dropout=0.2,0.5",
-            "hydra/launcher=joblib",
+            *launcher,
             f"data.path={mnist_npz}",
             f"hydra.sweep.dir={tmp_path / 's'}",
             *store.overrides,
@@ -194,6 +198,7 @@ def test_ctrl_c_during_a_joblib_sweep_leaves_no_run_running(tmp_path, store, mni
     (parent,), children = tree(store)
     assert parent.info.status == "KILLED"
     assert {kid.info.status for kid in children[parent.info.run_id]} == {"KILLED"}
+    assert f"sweep parent run {parent.info.run_id} marked KILLED" in stderr
 
 
 def started_after(kids: list, moment: int) -> list:
