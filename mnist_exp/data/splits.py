@@ -137,7 +137,7 @@ def _data_key(data_cfg: DataConfig, seed: int) -> str | None:
         return None
     path = Path(data_cfg.path)
     files = sorted(path.iterdir()) if path.is_dir() else [path]
-    stamps = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    stamps = [(str(f), (stat := f.stat()).st_size, stat.st_mtime_ns) for f in files if f.is_file()]
     return json.dumps([repr(data_cfg), seed if drawn_with_seed(data_cfg) else None, stamps])
 
 

@@ -20,6 +20,7 @@ from mnist_exp.data.splits import Splits
 from mnist_exp.results.report import ClassificationReport
 from mnist_exp.results.summary import evaluation_run_line, evaluation_summary
 from mnist_exp.tracking.run_data import evaluated_model, load_test_data
+from mnist_exp.training.devices import BACKEND_TAG
 
 if TYPE_CHECKING:
     import keras
@@ -67,7 +68,7 @@ def _evaluate(cfg: DictConfig, splits: Splits, data_tags: dict[str, str]) -> flo
             **data_tags,
             KIND_TAG: "evaluation",
             "evaluated_model": uri,
-            "keras.backend": keras.backend.backend(),  # may differ from the training run's
+            BACKEND_TAG: keras.backend.backend(),  # may differ from the training run's
         }
         with RunRecorder.start(cfg.tracking, f"evaluate {uri}", tags) as recorder:
             recorder.log_datasets(splits, which=("test",))

@@ -12,8 +12,7 @@ from mnist_exp.tracking.owner import describe_owner, owner_alive
 from mnist_exp.tracking.store import GC_COMMAND
 from mnist_exp.tracking.stored_runs import RUN_ID, RunNotFound, StoredRun, find_run
 from mnist_exp.training.checkpoint import Checkpoint, checkpoint_folder
-
-BACKEND_TAG = "keras.backend"  # the backend a run trained on (see training/runtime.py)
+from mnist_exp.training.devices import BACKEND_TAG
 
 
 def load_resume(reference: str, tracking_uri: str) -> tuple[DictConfig, Checkpoint]:

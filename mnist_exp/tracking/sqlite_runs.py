@@ -47,9 +47,8 @@ def read_runs(database: Path, experiment: str) -> list[StoredRunRecord] | None:
     """The active runs of the experiment named ``experiment`` in the SQLite file
     ``database``, newest first; None when its tables are not the ones this adapter knows.
     :class:`NoSuchExperiment` when it has no such experiment."""
-    uri = f"{database.resolve().as_uri()}?mode=ro"
     try:
-        with closing(sqlite3.connect(uri, uri=True)) as db:
+        with _read_only(database) as db:
             experiments = dict(
                 db.execute(
                     "SELECT name, experiment_id FROM experiments WHERE lifecycle_stage = 'active'"
@@ -87,11 +86,16 @@ def latest_run_tagged(database: Path, experiment: str, tags: Mapping[str, str]) 
     )
     arguments = [experiment, *(item for pair in tags.items() for item in pair)]
     try:
-        with closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        with _read_only(database) as db:
             found = db.execute(query, arguments).fetchone()
     except (sqlite3.Error, ValueError) as error:
         raise UnreadableStore(str(error)) from error
     return found[0] if found else None
+
+
+def _read_only(database: Path) -> closing[sqlite3.Connection]:
+    """A read-only connection to the SQLite file ``database``, closed when the block ends."""
+    return closing(sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True))
 
 
 def _read(db: sqlite3.Connection, experiment_id: int) -> list[StoredRunRecord]:

@@ -59,11 +59,11 @@ def resolve_backend(backend: str, device: str, model_type: str, augment: bool = 
 
 def select_backend(
     train_cfg: DictConfig, model_type: str, augment: bool = False, parallel_jobs: int = 1
-) -> str:
+) -> None:
     """Point Keras at the backend ``train.backend`` resolves to for ``model_type`` and
     ``augment`` (:func:`resolve_backend`) and JAX at ``train.device``; it must happen
-    before Keras is first imported. Returns the backend. A device that cannot be had is a
-    one-line ConfigError."""
+    before Keras is first imported. A device that cannot be had is a one-line
+    ConfigError."""
     device = train_cfg.device
     backend = resolve_backend(train_cfg.backend, device, model_type, augment)
     keras = sys.modules.get("keras")
@@ -101,7 +101,6 @@ def select_backend(
             file=sys.stderr,
         )
     os.environ["KERAS_BACKEND"] = backend
-    return backend
 
 
 def _require_jax_gpu() -> None:
@@ -115,6 +114,9 @@ def _require_jax_gpu() -> None:
             f"{', '.join(sorted({d.platform for d in jax.devices()}))}); use train.device=auto "
             f"or cpu, or install CUDA-enabled JAX ({GPU_EXTRA})"
         ) from None
+
+
+BACKEND_TAG = "keras.backend"  # on every run: the Keras backend it ran on (see runtime.py)
 
 
 def device_tags(backend: str) -> dict[str, str]:

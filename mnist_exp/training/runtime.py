@@ -16,7 +16,7 @@ from typing import Any
 import keras
 from omegaconf import DictConfig
 
-from mnist_exp.training.devices import device_tags
+from mnist_exp.training.devices import BACKEND_TAG, device_tags
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Runtime:
     def tags(self) -> dict[str, str]:
         """The runtime as run tags: ``keras.backend``, ``device.*`` and ``threads.*``."""
         return {
-            "keras.backend": self.backend,
+            BACKEND_TAG: self.backend,
             **self.device,
             **{f"threads.{pool}": str(count) for pool, count in self.threads.items()},
         }
